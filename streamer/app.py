@@ -1,0 +1,128 @@
+"""What each command does, apart from parsing and printing: run, status, teardown."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from psycopg import sql
+
+from streamer.assembler import TransactionAssembler
+from streamer.config import Settings
+from streamer.errors import StreamerError
+from streamer.lsn import format_lsn
+from streamer.pipeline import Pipeline, run
+from streamer.setup import connect, setup
+from streamer.sinks.postgres import PostgresSink
+from streamer.source.replication import ReplicationStream
+from streamer.state.history import Entity
+from streamer.state.store import StateStore, load_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def run_streamer(settings: Settings, stop: threading.Event) -> Pipeline:
+    """Set up if needed, then stream until ``stop``; returns the pipeline (for its counters)."""
+    setup(settings)
+    with connect(settings.require_state_dsn(), "state") as state:
+        store = StateStore(state, settings.state_schema, settings.slot)
+        history, checkpoint = store.load()
+        if checkpoint is None:
+            raise StreamerError(f"no checkpoint for slot {settings.slot!r} after setup: run `streamer setup`")
+        log.info(
+            "state loaded: %d keys, %d teams, checkpoint %s",
+            history.count(Entity.KEY),
+            history.count(Entity.TEAM),
+            format_lsn(checkpoint),
+        )
+        sink = PostgresSink(state, settings.state_schema)
+        stream = ReplicationStream(settings.require_source_dsn(), settings.slot, settings.publication)
+        try:
+            stream.start(checkpoint)
+            pipeline = Pipeline(
+                TransactionAssembler(history, settings.source_schema, checkpoint),
+                sink,
+                store,
+                stream.send_status,
+                durable_lsn=checkpoint,
+                batch_size=settings.batch_size,
+                flush_interval=settings.flush_interval,
+            )
+            run(stream, pipeline, stop, settings.status_interval)
+        finally:
+            stream.close()
+    log.info("stopped at %s after %d attributed rows", format_lsn(pipeline.durable_lsn), pipeline.attributed_rows)
+    return pipeline
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    report: dict[str, Any] = {"slot": settings.slot, "publication": settings.publication}
+    with connect(settings.require_source_dsn(), "source") as source:
+        slot = source.execute(
+            "SELECT active, confirmed_flush_lsn::text, restart_lsn::text, "
+            "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint "
+            "FROM pg_replication_slots WHERE slot_name = %s",
+            (settings.slot,),
+        ).fetchone()
+        publication = source.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (settings.publication,))
+        report["publication_exists"] = publication.fetchone() is not None
+    report["slot_exists"] = slot is not None
+    report["slot_active"], report["confirmed_flush_lsn"], report["restart_lsn"], report["lag_bytes"] = (
+        slot if slot else (False, None, None, None)
+    )
+    with connect(settings.require_state_dsn(), "state") as state:
+        schema = sql.Identifier(settings.state_schema)
+        exists = state.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{settings.state_schema}.checkpoint",))
+        if not exists.fetchone()[0]:  # type: ignore[index]
+            return report | {"checkpoint_lsn": None, "keys": 0, "teams": 0, "organizations": 0, "attributed_rows": 0}
+        checkpoint = load_checkpoint(state, settings.state_schema, settings.slot)
+        report["checkpoint_lsn"] = format_lsn(checkpoint) if checkpoint is not None else None
+        for label, table, column in (
+            ("keys", "key_versions", "token"),
+            ("teams", "team_versions", "team_id"),
+            ("organizations", "organization_versions", "organization_id"),
+        ):
+            query = sql.SQL("SELECT count(DISTINCT {}) FROM {}.{}").format(
+                sql.Identifier(column), schema, sql.Identifier(table)
+            )
+            report[label] = state.execute(query).fetchone()[0]  # type: ignore[index]
+        counts = state.execute(
+            sql.SQL(
+                "SELECT count(*), count(*) FILTER (WHERE attribution_source = 'unattributed') "
+                "FROM {}.spend_attribution"
+            ).format(schema)
+        ).fetchone()
+        report["attributed_rows"], report["unattributed_rows"] = counts  # type: ignore[misc]
+    return report
+
+
+def teardown(settings: Settings, drop_state: bool) -> list[str]:
+    """Drop the slot and the publication (and the state schema); returns what was dropped."""
+    dropped = []
+    with connect(settings.require_source_dsn(), "source") as source:
+        slot = source.execute(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (settings.slot,)
+        ).fetchone()
+        if slot is not None:
+            if slot[0] is not None:
+                raise StreamerError(
+                    f"replication slot {settings.slot!r} is in use (pid {slot[0]}): stop the streamer first"
+                )
+            source.execute("SELECT pg_drop_replication_slot(%s)", (settings.slot,))
+            dropped.append(f"slot {settings.slot}")
+        if source.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (settings.publication,)).fetchone():
+            source.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(settings.publication)))
+            dropped.append(f"publication {settings.publication}")
+        source.commit()
+    with connect(settings.require_state_dsn(), "state") as state:
+        schema = sql.Identifier(settings.state_schema)
+        if drop_state:
+            state.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
+            dropped.append(f"schema {settings.state_schema}")
+        elif state.execute("SELECT to_regclass(%s)", (f"{settings.state_schema}.checkpoint",)).fetchone()[0]:  # type: ignore[index]
+            # the history stays; without its slot the checkpoint means nothing
+            state.execute(sql.SQL("DELETE FROM {}.checkpoint WHERE slot_name = %s").format(schema), (settings.slot,))
+        state.commit()
+    return dropped
+

@@ -1,0 +1,17 @@
+"""The errors streamer raises on purpose: each names what went wrong and what to do."""
+
+
+class StreamerError(Exception):
+    """A runtime failure the user can act on (exit code 1)."""
+
+    exit_code = 1
+
+
+class ConfigError(StreamerError):
+    """A missing or invalid setting (exit code 2)."""
+
+    exit_code = 2
+
+
+class DecodeError(StreamerError):
+    """A pgoutput message that cannot be decoded; the stream stops, nothing is skipped."""

@@ -1,0 +1,1 @@
+"""Where attributed records go."""

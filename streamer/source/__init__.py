@@ -1,0 +1,1 @@
+"""Where changes come from: the replication stream, its decoder and the initial snapshot."""

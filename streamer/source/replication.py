@@ -1,0 +1,132 @@
+"""The replication connection: START_REPLICATION, the CopyData loop, standby status.
+
+psycopg's ``cursor.copy()`` cannot read a COPY_BOTH stream, so CopyData is read
+and written through ``conn.pgconn``. Each read returns one event: XLogData
+(a pgoutput message and its LSN), a primary keepalive, or None when nothing
+arrived within the timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import time
+from struct import Struct
+from typing import NamedTuple
+
+import psycopg
+from psycopg import sql
+
+from streamer.errors import StreamerError
+from streamer.lsn import Lsn, format_lsn
+from streamer.source.pgoutput import POSTGRES_EPOCH
+
+log = logging.getLogger(__name__)
+
+_XLOG_HEADER = Struct(">QQq")  # data start, WAL end, server clock
+_KEEPALIVE = Struct(">Qq?")  # WAL end, server clock, reply requested
+_STANDBY_STATUS = Struct(">cQQQq?")
+_EPOCH_UNIX = POSTGRES_EPOCH.timestamp()
+
+
+class XLogData(NamedTuple):
+    data_start: Lsn
+    wal_end: Lsn
+    payload: bytes
+
+
+class Keepalive(NamedTuple):
+    wal_end: Lsn
+    reply_requested: bool
+
+
+Event = XLogData | Keepalive
+
+
+def connect_replication(dsn: str) -> psycopg.Connection:
+    try:
+        return psycopg.connect(dsn, replication="database", autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise StreamerError(f"cannot open a replication connection: {str(exc).strip()}") from exc
+
+
+class ReplicationStream:
+    """One slot streamed with pgoutput protocol 1 over one replication connection."""
+
+    def __init__(self, dsn: str, slot: str, publication: str) -> None:
+        self._conn = connect_replication(dsn)
+        self._slot = slot
+        self._publication = publication
+        self._received: Lsn = 0
+        self._flushed: Lsn = 0
+
+    def start(self, start_lsn: Lsn) -> None:
+        statement = sql.SQL(
+            "START_REPLICATION SLOT {} LOGICAL {} (proto_version '1', publication_names {})"
+        ).format(sql.Identifier(self._slot), sql.SQL(format_lsn(start_lsn)), sql.Literal(self._publication))
+        try:
+            self._conn.execute(statement)
+        except psycopg.errors.ObjectInUse as exc:
+            raise StreamerError(
+                f"replication slot {self._slot!r} is in use by another process: "
+                "another streamer is running (this one cannot take over until it stops)"
+            ) from exc
+        except psycopg.Error as exc:
+            raise StreamerError(f"START_REPLICATION on slot {self._slot!r} failed: {str(exc).strip()}") from exc
+        self._flushed = start_lsn
+        log.info("streaming slot %s from %s", self._slot, format_lsn(start_lsn))
+
+    def read(self, timeout: float) -> Event | None:
+        """The next event, or None if nothing arrived within ``timeout`` seconds."""
+        pgconn = self._conn.pgconn
+        deadline = time.monotonic() + timeout
+        while True:
+            size, data = pgconn.get_copy_data(1)
+            if size > 0:
+                return self._parse(bytes(data))
+            if size == -1:
+                raise StreamerError(f"the server ended the replication stream: {self._stream_error()}")
+            if size < -1:
+                raise StreamerError(f"replication stream read failed: {pgconn.error_message.decode(errors='replace')}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            readable, _, _ = select.select([pgconn.socket], [], [], remaining)
+            if readable:
+                pgconn.consume_input()
+
+    def _parse(self, data: bytes) -> Event:
+        kind = data[:1]
+        if kind == b"w":
+            data_start, wal_end, _clock = _XLOG_HEADER.unpack_from(data, 1)
+            self._received = max(self._received, wal_end)
+            return XLogData(data_start, wal_end, data[1 + _XLOG_HEADER.size :])
+        if kind == b"k":
+            wal_end, _clock, reply = _KEEPALIVE.unpack_from(data, 1)
+            return Keepalive(wal_end, reply)
+        raise StreamerError(f"unexpected CopyData message {kind!r} on the replication stream")
+
+    def _stream_error(self) -> str:
+        result = self._conn.pgconn.get_result()
+        message = result.error_message if result is not None else b""
+        return message.decode(errors="replace").strip() or "no reason given"
+
+    def send_status(self, flushed: Lsn, reply: bool = False) -> None:
+        """Standby status: written = received, flushed = applied = what is durable."""
+        self._flushed = max(self._flushed, flushed)
+        clock = int((time.time() - _EPOCH_UNIX) * 1_000_000)
+        written = max(self._received, self._flushed)
+        message = _STANDBY_STATUS.pack(b"r", written, self._flushed, self._flushed, clock, reply)
+        pgconn = self._conn.pgconn
+        if pgconn.put_copy_data(message) != 1 or pgconn.flush() != 0:
+            raise StreamerError(f"cannot send standby status: {pgconn.error_message.decode(errors='replace')}")
+
+    def close(self) -> None:
+        """End the COPY cleanly so the server records the last feedback, then disconnect."""
+        try:
+            pgconn = self._conn.pgconn
+            if pgconn.put_copy_end() == 1:
+                pgconn.flush()
+        except Exception:  # closing after a failure: the slot keeps the last confirmed position
+            pass
+        self._conn.close()

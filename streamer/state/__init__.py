@@ -1,0 +1,1 @@
+"""Attribution state: the temporal key/team/organization history and its persistence."""
