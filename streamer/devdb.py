@@ -82,7 +82,7 @@ class EphemeralPostgres:
         self._run("initdb", "-D", str(self.datadir), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
         settings = dict(_SERVER_SETTINGS, port=str(self.port))
         if not self.durable:
-            settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+            settings.update(fsync="off", full_page_writes="off")
         with open(self.datadir / "postgresql.auto.conf", "a") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
         with open(self.datadir / "pg_hba.conf", "w") as hba:

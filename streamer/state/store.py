@@ -118,7 +118,9 @@ def create_report_views(conn: psycopg.Connection, schema: str, source_schema: st
 
     Only possible when the state database is the LiteLLM database; returns
     whether the view exists. ``team_alias`` is the team's current (or last)
-    alias; ``team_alias_at_request`` the one of the request's time.
+    alias; ``team_alias_at_request`` the one of the request's time. The view
+    names a few long-standing columns instead of ``s.*``: a view pins every
+    column it reads, and must not block the proxy's own migrations.
     """
     exists = conn.execute(
         "SELECT to_regclass(format('%%I.%%I', %s::text, 'LiteLLM_SpendLogs')) IS NOT NULL", (source_schema,)
@@ -130,7 +132,8 @@ def create_report_views(conn: psycopg.Connection, schema: str, source_schema: st
             sql.SQL(
                 """
                 CREATE OR REPLACE VIEW {schema}.spend_logs_attributed AS
-                SELECT s.*,
+                SELECT s.request_id, s.api_key, s.spend, s.total_tokens, s.prompt_tokens,
+                       s.completion_tokens, s."startTime", s."endTime", s.model, s.team_id,
                        a.team_id             AS attributed_team_id,
                        coalesce(t.team_alias, a.team_alias) AS team_alias,
                        a.team_alias          AS team_alias_at_request,
