@@ -10,7 +10,7 @@ from psycopg import sql
 
 from streamer.assembler import TransactionAssembler
 from streamer.config import Settings
-from streamer.errors import StreamerError
+from streamer.errors import SlotInUse, StreamerError
 from streamer.lsn import format_lsn
 from streamer.pipeline import Pipeline, run
 from streamer.setup import connect, setup
@@ -22,9 +22,30 @@ from streamer.state.store import StateStore, load_checkpoint
 log = logging.getLogger(__name__)
 
 
-def run_streamer(settings: Settings, stop: threading.Event) -> Pipeline:
-    """Set up if needed, then stream until ``stop``; returns the pipeline (for its counters)."""
+STANDBY_POLL = 1.0
+"""Seconds between attempts to take over a slot another process streams."""
+
+
+def run_streamer(settings: Settings, stop: threading.Event) -> Pipeline | None:
+    """Set up if needed, then stream until ``stop``; returns the pipeline (for its counters).
+
+    While another process streams the slot, wait as a hot standby and take over
+    when it ends, loading the state it left.
+    """
     setup(settings)
+    waiting = False
+    while not stop.is_set():
+        try:
+            return _stream(settings, stop)
+        except SlotInUse as exc:
+            if not waiting:
+                log.warning("%s: waiting as a standby to take over", exc)
+                waiting = True
+            stop.wait(STANDBY_POLL)
+    return None
+
+
+def _stream(settings: Settings, stop: threading.Event) -> Pipeline:
     with connect(settings.require_state_dsn(), "state") as state:
         store = StateStore(state, settings.state_schema, settings.slot)
         history, checkpoint = store.load()

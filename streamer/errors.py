@@ -15,3 +15,7 @@ class ConfigError(StreamerError):
 
 class DecodeError(StreamerError):
     """A pgoutput message that cannot be decoded; the stream stops, nothing is skipped."""
+
+
+class SlotInUse(StreamerError):
+    """Another process streams the slot: a standby waits and takes over when it ends."""

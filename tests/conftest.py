@@ -3,6 +3,7 @@ a fresh LiteLLM database per test, and a streamer running in a thread."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -70,27 +71,42 @@ class LiteLLMDatabase:
         return {row[0]: row[1:] for row in rows}
 
 
-@pytest.fixture
-def litellm(postgres: EphemeralPostgres) -> Iterator[LiteLLMDatabase]:
+@contextlib.contextmanager
+def _new_database(cluster: EphemeralPostgres) -> Iterator[LiteLLMDatabase]:
     name = f"litellm_{next(_counter)}"
-    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+    with psycopg.connect(cluster.dsn, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
-    db = LiteLLMDatabase(postgres, name)
+    db = LiteLLMDatabase(cluster, name)
     db.execute(LITELLM_SCHEMA)
-    yield db
-    db.conn.close()
-    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = %s AND active", (name,)
-        )
-        for _ in range(50):
-            slots = admin.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s AND NOT active", (name,))
-            for (slot,) in slots.fetchall():
+    try:
+        yield db
+    finally:
+        db.conn.close()
+        _drop_database(cluster, name)
+
+
+def _drop_database(cluster: EphemeralPostgres, name: str) -> None:
+    """Drop the database and every slot in it (an unconsumed slot retains WAL forever)."""
+    with psycopg.connect(cluster.dsn, autocommit=True) as admin:
+        for _ in range(100):
+            admin.execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = %s AND active",
+                (name,),
+            )
+            for (slot,) in admin.execute(
+                "SELECT slot_name FROM pg_replication_slots WHERE database = %s AND NOT active", (name,)
+            ).fetchall():
                 admin.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
             if not admin.execute("SELECT 1 FROM pg_replication_slots WHERE database = %s", (name,)).fetchone():
                 break
             time.sleep(0.1)
         admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def litellm(postgres: EphemeralPostgres) -> Iterator[LiteLLMDatabase]:
+    with _new_database(postgres) as db:
+        yield db
 
 
 class RunningStreamer:

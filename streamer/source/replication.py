@@ -17,7 +17,7 @@ from typing import NamedTuple
 import psycopg
 from psycopg import sql
 
-from streamer.errors import StreamerError
+from streamer.errors import SlotInUse, StreamerError
 from streamer.lsn import Lsn, format_lsn
 from streamer.source.pgoutput import POSTGRES_EPOCH
 
@@ -67,10 +67,7 @@ class ReplicationStream:
         try:
             self._conn.execute(statement)
         except psycopg.errors.ObjectInUse as exc:
-            raise StreamerError(
-                f"replication slot {self._slot!r} is in use by another process: "
-                "another streamer is running (this one cannot take over until it stops)"
-            ) from exc
+            raise SlotInUse(f"replication slot {self._slot!r} is in use by another process") from exc
         except psycopg.Error as exc:
             raise StreamerError(f"START_REPLICATION on slot {self._slot!r} failed: {str(exc).strip()}") from exc
         self._flushed = start_lsn

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import WITHOUT_DELETED_TABLES, LiteLLMDatabase, RunningStreamer
-from tests.litellm_writer import (
+from streamer.litellm import (
     add_key,
     add_org,
     add_team,
