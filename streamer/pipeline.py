@@ -80,8 +80,8 @@ class Pipeline:
             return
         self.handled_lsn = max(self.handled_lsn, commit.end_lsn)
         if not self._batch_dirty:
-            if not assembler.records and not assembler.history.unsaved:
-                self._advance_idle()
+            if not (assembler.records or self._batch_rows or assembler.history.unsaved):
+                self._advance_idle()  # a transaction that changed nothing we keep
                 return
             self._batch_dirty = True
             self._batch_started = time.monotonic()
