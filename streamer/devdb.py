@@ -53,12 +53,13 @@ def _free_port() -> int:
 class EphemeralPostgres:
     """initdb + pg_ctl in a temporary directory; stop() removes everything."""
 
-    def __init__(self, *, durable: bool = True) -> None:
+    def __init__(self, *, durable: bool = True, settings: dict[str, str] | None = None) -> None:
         self.bindir = _find_bindir()
         self.port = _free_port()
         self.root = Path(tempfile.mkdtemp(prefix="streamer-pg-"))
         self.datadir = self.root / "data"
         self.durable = durable
+        self.settings = settings or {}
         self._as_postgres = os.geteuid() == 0
 
     @property
@@ -83,6 +84,7 @@ class EphemeralPostgres:
         settings = dict(_SERVER_SETTINGS, port=str(self.port))
         if not self.durable:
             settings.update(fsync="off", full_page_writes="off")
+        settings.update(self.settings)
         with open(self.datadir / "postgresql.auto.conf", "a") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
         with open(self.datadir / "pg_hba.conf", "w") as hba:

@@ -118,12 +118,22 @@ class ReplicationStream:
         if pgconn.put_copy_data(message) != 1 or pgconn.flush() != 0:
             raise StreamerError(f"cannot send standby status: {pgconn.error_message.decode(errors='replace')}")
 
-    def close(self) -> None:
-        """End the COPY cleanly so the server records the last feedback, then disconnect."""
+    def close(self, drain_timeout: float = 5.0) -> None:
+        """End the COPY and drain until the server ends it too: the server has then
+        processed our last standby status, so ``confirmed_flush_lsn`` shows it."""
+        pgconn = self._conn.pgconn
         try:
-            pgconn = self._conn.pgconn
-            if pgconn.put_copy_end() == 1:
-                pgconn.flush()
-        except Exception:  # closing after a failure: the slot keeps the last confirmed position
-            pass
+            if pgconn.put_copy_end() == 1 and pgconn.flush() == 0:
+                deadline = time.monotonic() + drain_timeout
+                while time.monotonic() < deadline:
+                    size, _ = pgconn.get_copy_data(1)
+                    if size == -1:
+                        while pgconn.get_result() is not None:
+                            pass
+                        break
+                    if size == 0:
+                        select.select([pgconn.socket], [], [], max(0.0, deadline - time.monotonic()))
+                        pgconn.consume_input()
+        except Exception:  # closing after a failure: the slot keeps the last position the server saw
+            log.debug("replication stream did not end cleanly", exc_info=True)
         self._conn.close()
