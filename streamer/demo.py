@@ -116,8 +116,8 @@ class _Story:
         self.flush_spend()
 
 
-def _table(title: str, rows: list[tuple]) -> Table:
-    table = Table(title=title, title_justify="left")
+def _table(rows: list[tuple]) -> Table:
+    table = Table()
     table.add_column("team name")
     table.add_column("requests", justify="right")
     table.add_column("spend $", justify="right")
@@ -180,8 +180,10 @@ def demo(settings: Settings, keep: bool = False) -> None:
             if failure:
                 raise failure[0]
             console.print()
-            console.print(_table("Spend by team, as a report joining the live tables sees it", conn.execute(LIVE_JOIN).fetchall()))
-            console.print(_table("Spend by team, as streamer attributed it", conn.execute(ATTRIBUTED).fetchall()))
+            console.print("[bold]Spend by team, as a report joining the live tables sees it[/bold]")
+            console.print(_table(conn.execute(LIVE_JOIN).fetchall()))
+            console.print("[bold]Spend by team, as streamer attributed it[/bold]")
+            console.print(_table(conn.execute(ATTRIBUTED).fetchall()))
             console.print(
                 "Each spend row keeps the team it was spent by, whatever happened to its key or team later "
                 "(teams by their current or last name; spend_attribution.team_alias keeps the name of the time)."
