@@ -29,7 +29,9 @@ class PostgresSink:
         target = sql.SQL("{}.spend_attribution").format(sql.Identifier(schema))
         columns = sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
         updates = sql.SQL(", ").join(
-            sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c)) for c in _COLUMNS if c != "request_id"
+            sql.SQL("{0} = excluded.{0}").format(sql.Identifier(c))
+            for c in (*_COLUMNS, "attributed_at")
+            if c != "request_id"
         )
         conn.execute(
             sql.SQL(

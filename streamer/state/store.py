@@ -77,7 +77,7 @@ MIGRATIONS: tuple[str, ...] = (
         unattributed_reason text,
         commit_lsn          pg_lsn NOT NULL,
         commit_time         timestamptz NOT NULL,
-        attributed_at       timestamptz NOT NULL DEFAULT now()
+        attributed_at       timestamptz NOT NULL DEFAULT clock_timestamp()
     );
     CREATE INDEX ON {schema}.spend_attribution (team_id, start_time);
     CREATE VIEW {schema}.team_names AS
