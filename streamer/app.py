@@ -9,6 +9,7 @@ from typing import Any
 from psycopg import sql
 
 from streamer.assembler import TransactionAssembler
+from streamer.committer import Committer
 from streamer.config import Settings
 from streamer.errors import SlotInUse, StreamerError
 from streamer.lsn import format_lsn
@@ -57,23 +58,20 @@ def _stream(settings: Settings, stop: threading.Event) -> Pipeline:
             history.count(Entity.TEAM),
             format_lsn(checkpoint),
         )
-        sink = PostgresSink(state, settings.state_schema)
         stream = ReplicationStream(settings.require_source_dsn(), settings.slot, settings.publication)
         try:
             stream.start(checkpoint)
+            committer = Committer(PostgresSink(state, settings.state_schema), store, checkpoint)
             pipeline = Pipeline(
                 TransactionAssembler(history, settings.source_schema, checkpoint),
-                sink,
-                store,
-                stream.send_status,
-                durable_lsn=checkpoint,
+                committer,
                 batch_size=settings.batch_size,
                 flush_interval=settings.flush_interval,
             )
             run(stream, pipeline, stop, settings.status_interval)
         finally:
             stream.close()
-    log.info("stopped at %s after %d attributed rows", format_lsn(pipeline.durable_lsn), pipeline.attributed_rows)
+    log.info("stopped at %s after %d attributed rows", format_lsn(committer.committed_lsn), committer.attributed_rows)
     return pipeline
 
 

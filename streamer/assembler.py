@@ -157,7 +157,12 @@ class TransactionAssembler:
                 self.history.delete_all(binding.table.entity, self._position())
 
     def _attribute(self, binding: _Binding, new: Tuple) -> None:
-        row = SpendRow(*[None if index is None else _text(new[index]) for index in binding.spend_indexes])
+        *text_indexes, metadata_index = binding.spend_indexes
+        metadata = new[metadata_index] if metadata_index is not None else None
+        row = SpendRow(
+            *[None if index is None else _text(new[index]) for index in text_indexes],
+            metadata if type(metadata) is bytes else None,  # parsed only if attribution needs it
+        )
         if row.request_id is None:
             raise DecodeError(f"{SPEND_LOGS.name} row without request_id in transaction {format_lsn(self._commit_lsn)}")
         if row.api_key is None:

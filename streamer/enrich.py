@@ -34,7 +34,7 @@ class SpendRow(NamedTuple):
     start_time: str | None
     team_id: str | None
     organization_id: str | None
-    metadata: str | None
+    metadata: bytes | str | None  # the JSON text, still undecoded
 
 
 SPEND_COLUMNS: dict[str, str] = {**{field: field for field in SpendRow._fields}, "start_time": "startTime"}
@@ -136,7 +136,7 @@ def unattributed_reason(api_key: str, key: KeyVersion | None) -> str:
     return "key_without_team"
 
 
-def _metadata(raw: str | None) -> dict[str, Any]:
+def _metadata(raw: bytes | str | None) -> dict[str, Any]:
     """The row's metadata JSON; anything unreadable counts as empty (the row is still attributed)."""
     if not raw:
         return {}

@@ -160,22 +160,20 @@ class _Reader:
         return data
 
     def tuple_data(self) -> Tuple:
+        # The hot path: one call per row. Slices past the end are caught by the final check.
         buf = self.buf
-        size = len(buf)
-        (count,) = _U16.unpack_from(buf, self.pos)
-        pos = self.pos + 2
+        pos = self.pos
+        count = (buf[pos] << 8) | buf[pos + 1]
+        pos += 2
         values: list[Value] = []
         append = values.append
+        unpack_length = _U32.unpack_from
         for _ in range(count):
             kind = buf[pos]
             pos += 1
             if kind == _BYTE_T or kind == _BYTE_B:
-                length = int.from_bytes(buf[pos : pos + 4], "big")
-                pos += 4
-                end = pos + length
-                if end > size or length > 0x7FFFFFFF:
-                    raise ValueError("column value runs past the end of the message")
-                append(buf[pos:end])
+                end = pos + 4 + unpack_length(buf, pos)[0]
+                append(buf[pos + 4 : end])
                 pos = end
             elif kind == _BYTE_N:
                 append(None)
@@ -183,6 +181,8 @@ class _Reader:
                 append(UNCHANGED)
             else:
                 raise ValueError(f"unknown tuple value kind {chr(kind)!r}")
+        if pos > len(buf):
+            raise ValueError("column value runs past the end of the message")
         self.pos = pos
         return tuple(values)
 
