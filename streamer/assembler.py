@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from streamer.enrich import SPEND_COLUMNS, AttributedRecord, SpendRow, attribute
+from streamer.enrich import SPEND_COLUMNS, AttributedRecord, CommitInfo, SpendRow, attribute
 from streamer.errors import DecodeError
 from streamer.lsn import Lsn, format_lsn
 from streamer.source.pgoutput import (
@@ -69,7 +69,7 @@ class TransactionAssembler:
         self._bindings: dict[int, _Binding | None] = {}
         self._skipping = False
         self._commit_lsn: Lsn = 0
-        self._commit_time = pg_timestamp(0)
+        self._commit = CommitInfo(format_lsn(0), pg_timestamp(0).isoformat())
         self._seq = 0
 
     def feed(self, message: Message, lsn: Lsn) -> Commit | None:
@@ -96,7 +96,7 @@ class TransactionAssembler:
         self.in_transaction = True
         self._skipping = begin.final_lsn < self.resume_after
         self._commit_lsn = begin.final_lsn
-        self._commit_time = pg_timestamp(begin.commit_time)
+        self._commit = CommitInfo(format_lsn(begin.final_lsn), pg_timestamp(begin.commit_time).isoformat())
         self._seq = 0
 
     def _position(self) -> Position:
@@ -167,7 +167,7 @@ class TransactionAssembler:
             raise DecodeError(f"{SPEND_LOGS.name} row without request_id in transaction {format_lsn(self._commit_lsn)}")
         if row.api_key is None:
             row = row._replace(api_key="")
-        self.records.append(attribute(row, self.history, self._position(), self._commit_time))
+        self.records.append(attribute(row, self.history, self._position(), self._commit))
 
     @staticmethod
     def _values(binding: _Binding, values: Tuple) -> dict[str, object]:

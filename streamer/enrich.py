@@ -15,10 +15,8 @@ never saw.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any, NamedTuple
 
-from streamer.lsn import Lsn
 from streamer.state.history import Entity, History, KeyVersion, OrganizationVersion, Position, TeamVersion
 
 MASTER_KEY = "litellm_proxy_master_key"
@@ -58,12 +56,19 @@ class AttributedRecord(NamedTuple):
     start_time: str | None
     attribution_source: str
     unattributed_reason: str | None
-    commit_lsn: Lsn
-    commit_time: datetime
+    commit_lsn: str  # as pg_lsn prints it
+    commit_time: str  # ISO 8601, UTC
 
 
-def attribute(row: SpendRow, history: History, position: Position, commit_time: datetime) -> AttributedRecord:
-    """The attributed record of ``row``, committed at ``position``."""
+class CommitInfo(NamedTuple):
+    """What every record of one source transaction shares, formatted once."""
+
+    commit_lsn: str
+    commit_time: str
+
+
+def attribute(row: SpendRow, history: History, position: Position, commit: CommitInfo) -> AttributedRecord:
+    """The attributed record of ``row``, changed at ``position`` of the transaction ``commit``."""
     key: KeyVersion | None = history.as_of(Entity.KEY, row.api_key, position) if row.api_key else None  # type: ignore[assignment]
     metadata: dict[str, Any] | None = None if key else _metadata(row.metadata)
 
@@ -102,22 +107,22 @@ def attribute(row: SpendRow, history: History, position: Position, commit_time: 
         history.as_of(Entity.ORGANIZATION, organization_id, position) if organization_id else None  # type: ignore[assignment]
     )
     return AttributedRecord(
-        request_id=row.request_id,
-        api_key=row.api_key,
-        key_alias=key_alias,
-        key_name=key_name,
-        team_id=team_id,
-        team_alias=team_alias,
-        organization_id=organization_id,
-        organization_alias=organization.organization_alias if organization else None,
-        user_id=user_id,
-        spend=row.spend,
-        model=row.model,
-        start_time=row.start_time,
-        attribution_source=source,
-        unattributed_reason=None if team_id else unattributed_reason(row.api_key, key),
-        commit_lsn=position[0],
-        commit_time=commit_time,
+        row.request_id,
+        row.api_key,
+        key_alias,
+        key_name,
+        team_id,
+        team_alias,
+        organization_id,
+        organization.organization_alias if organization else None,
+        user_id,
+        row.spend,
+        row.model,
+        row.start_time,
+        source,
+        None if team_id else unattributed_reason(row.api_key, key),
+        commit.commit_lsn,
+        commit.commit_time,
     )
 
 

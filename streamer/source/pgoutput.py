@@ -122,7 +122,8 @@ _U32 = Struct(">I")
 _BEGIN = Struct(">QqI")
 _COMMIT = Struct(">BQQq")
 _COLUMN_TAIL = Struct(">Ii")
-_BYTE_N, _BYTE_U, _BYTE_T, _BYTE_B = b"nutb"
+_BYTE_N, _BYTE_U, _BYTE_T, _BYTE_B, _BYTE_NEW = b"nutbN"
+_INSERT_HEAD = Struct(">IB")  # relation id, tuple tag
 
 
 class _Reader:
@@ -160,37 +161,40 @@ class _Reader:
         return data
 
     def tuple_data(self) -> Tuple:
-        # The hot path: one call per row. Slices past the end are caught by the final check.
-        buf = self.buf
-        pos = self.pos
-        count = (buf[pos] << 8) | buf[pos + 1]
-        pos += 2
-        values: list[Value] = []
-        append = values.append
-        unpack_length = _U32.unpack_from
-        for _ in range(count):
-            kind = buf[pos]
-            pos += 1
-            if kind == _BYTE_T or kind == _BYTE_B:
-                end = pos + 4 + unpack_length(buf, pos)[0]
-                append(buf[pos + 4 : end])
-                pos = end
-            elif kind == _BYTE_N:
-                append(None)
-            elif kind == _BYTE_U:
-                append(UNCHANGED)
-            else:
-                raise ValueError(f"unknown tuple value kind {chr(kind)!r}")
-        if pos > len(buf):
-            raise ValueError("column value runs past the end of the message")
-        self.pos = pos
-        return tuple(values)
+        values, self.pos = _tuple_data(self.buf, self.pos)
+        return values
 
     def tagged_tuple(self, allowed: bytes) -> tuple[int, Tuple]:
         tag = self.u8()
         if tag not in allowed:
             raise ValueError(f"expected tuple tag in {allowed!r}, got {chr(tag)!r}")
         return tag, self.tuple_data()
+
+
+def _tuple_data(buf: bytes, pos: int) -> tuple[Tuple, int]:
+    """TupleData at ``pos``: the values and the position after them. The hot path, one call
+    per row; a slice past the end is caught by the final check."""
+    count = (buf[pos] << 8) | buf[pos + 1]
+    pos += 2
+    values: list[Value] = []
+    append = values.append
+    unpack_length = _U32.unpack_from
+    for _ in range(count):
+        kind = buf[pos]
+        pos += 1
+        if kind == _BYTE_T or kind == _BYTE_B:
+            end = pos + 4 + unpack_length(buf, pos)[0]
+            append(buf[pos + 4 : end])
+            pos = end
+        elif kind == _BYTE_N:
+            append(None)
+        elif kind == _BYTE_U:
+            append(UNCHANGED)
+        else:
+            raise ValueError(f"unknown tuple value kind {chr(kind)!r}")
+    if pos > len(buf):
+        raise ValueError("column value runs past the end of the message")
+    return tuple(values), pos
 
 
 def _begin(r: _Reader) -> Begin:
@@ -226,8 +230,10 @@ def _type(r: _Reader) -> Type:
 
 
 def _insert(r: _Reader) -> Insert:
-    relation_id = r.u32()
-    _, new = r.tagged_tuple(b"N")
+    relation_id, tag = _INSERT_HEAD.unpack_from(r.buf, 1)
+    if tag != _BYTE_NEW:
+        raise ValueError(f"expected tuple tag 'N', got {chr(tag)!r}")
+    new, r.pos = _tuple_data(r.buf, 1 + _INSERT_HEAD.size)
     return Insert(relation_id, new)
 
 

@@ -27,6 +27,7 @@ _XLOG_HEADER = Struct(">QQq")  # data start, WAL end, server clock
 _KEEPALIVE = Struct(">Qq?")  # WAL end, server clock, reply requested
 _STANDBY_STATUS = Struct(">cQQQq?")
 _EPOCH_UNIX = POSTGRES_EPOCH.timestamp()
+_XLOG_DATA, _KEEPALIVE_BYTE = b"wk"
 
 
 class XLogData(NamedTuple):
@@ -80,7 +81,7 @@ class ReplicationStream:
         while True:
             size, data = pgconn.get_copy_data(1)
             if size > 0:
-                return self._parse(bytes(data))
+                return self._parse(data)
             if size == -1:
                 raise StreamerError(f"the server ended the replication stream: {self._stream_error()}")
             if size < -1:
@@ -92,16 +93,17 @@ class ReplicationStream:
             if readable:
                 pgconn.consume_input()
 
-    def _parse(self, data: bytes) -> Event:
-        kind = data[:1]
-        if kind == b"w":
+    def _parse(self, data: memoryview) -> Event:
+        kind = data[0]
+        if kind == _XLOG_DATA:
             data_start, wal_end, _clock = _XLOG_HEADER.unpack_from(data, 1)
-            self._received = max(self._received, wal_end)
-            return XLogData(data_start, wal_end, data[1 + _XLOG_HEADER.size :])
-        if kind == b"k":
+            if wal_end > self._received:
+                self._received = wal_end
+            return XLogData(data_start, wal_end, bytes(data[1 + _XLOG_HEADER.size :]))
+        if kind == _KEEPALIVE_BYTE:
             wal_end, _clock, reply = _KEEPALIVE.unpack_from(data, 1)
             return Keepalive(wal_end, reply)
-        raise StreamerError(f"unexpected CopyData message {kind!r} on the replication stream")
+        raise StreamerError(f"unexpected CopyData message {chr(kind)!r} on the replication stream")
 
     def _stream_error(self) -> str:
         result = self._conn.pgconn.get_result()

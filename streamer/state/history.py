@@ -55,6 +55,8 @@ class Entity(Enum):
     TEAM = ("team", TeamVersion)
     ORGANIZATION = ("organization", OrganizationVersion)
 
+    __hash__ = object.__hash__  # members are singletons; Enum's own hash is slow Python code
+
     def __init__(self, label: str, version_type: type[Version]) -> None:
         self.label = label
         self.version_type = version_type

@@ -79,7 +79,6 @@ MIGRATIONS: tuple[str, ...] = (
         commit_time         timestamptz NOT NULL,
         attributed_at       timestamptz NOT NULL DEFAULT clock_timestamp()
     );
-    CREATE INDEX ON {schema}.spend_attribution (team_id, start_time);
     CREATE VIEW {schema}.team_names AS
         SELECT DISTINCT ON (team_id)
                team_id, team_alias, organization_id, deleted, valid_from AS last_changed_lsn

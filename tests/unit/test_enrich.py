@@ -7,10 +7,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from streamer.enrich import SpendRow, attribute
+from streamer.enrich import CommitInfo, SpendRow, attribute
 from streamer.state.history import Entity, History
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = CommitInfo("0/14", datetime(2026, 1, 1, tzinfo=timezone.utc).isoformat())
 
 
 def history() -> History:
@@ -37,7 +37,7 @@ def test_key_history_as_of_the_transaction() -> None:
     assert late.team_alias == "Alpha 2"
     assert (early.key_alias, early.key_name, early.user_id) == ("ka", "sk-...1", "u1")
     assert (early.organization_id, early.organization_alias) == ("o1", "Org")
-    assert early.commit_lsn == 20
+    assert early.commit_lsn == "0/14"
 
 
 def test_row_team_wins() -> None:
