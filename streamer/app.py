@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from typing import Any
@@ -52,6 +53,7 @@ def _stream(settings: Settings, stop: threading.Event) -> Pipeline:
         history, checkpoint = store.load()
         if checkpoint is None:
             raise StreamerError(f"no checkpoint for slot {settings.slot!r} after setup: run `streamer setup`")
+        gc.freeze()  # the history lives as long as the process: keep it out of every collection
         log.info(
             "state loaded: %d keys, %d teams, checkpoint %s",
             history.count(Entity.KEY),

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     publication: Identifier = Field("litellm_attribution", description="publication name")
     state_schema: Identifier = Field("litellm_attribution", description="schema of streamer's own tables")
     batch_size: int = Field(5000, gt=0, description="attributed rows per sink commit, at most")
-    flush_interval: float = Field(0.2, gt=0, description="seconds a handled row may wait for its commit")
+    flush_interval: float = Field(0.1, gt=0, description="seconds a handled row may wait for its commit")
     status_interval: float = Field(10.0, gt=0, description="seconds between standby status messages")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

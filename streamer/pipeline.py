@@ -19,14 +19,14 @@ from streamer.assembler import TransactionAssembler
 from streamer.committer import Advance, Commit, Committer, Stage
 from streamer.lsn import Lsn
 from streamer.source.pgoutput import decode
-from streamer.source.replication import Keepalive, XLogData
+from streamer.source.replication import Event, XLogData
 
 STAGE_CHUNK = 2000
 """Attributed rows handed to the committer at a time."""
 
 
 class Source(Protocol):
-    def read(self, timeout: float) -> object | None: ...
+    def read(self, timeout: float) -> list[Event]: ...
     def send_status(self, flushed: Lsn, reply: bool = False) -> None: ...
 
 
@@ -68,6 +68,12 @@ class Pipeline:
             self.handled_lsn = max(self.handled_lsn, wal_end)
             if not self._batch_dirty:
                 self._advance()
+
+    def seconds_until_due(self, idle: float) -> float:
+        """How long the reader may wait for data before ``on_tick`` has a batch to commit."""
+        if not self._batch_dirty or self.assembler.in_transaction:
+            return idle
+        return max(0.0, min(idle, self._batch_started + self.flush_interval - time.monotonic()))
 
     def on_tick(self) -> None:
         """Checkpoint a batch whose first change has waited ``flush_interval``.
@@ -113,15 +119,14 @@ def run(source: Source, pipeline: Pipeline, stop: threading.Event, status_interv
     committer = pipeline.committer
     acknowledged = committer.committed_lsn
     next_status = time.monotonic() + status_interval
-    poll = min(pipeline.flush_interval, 0.2)
     while not stop.is_set() or pipeline.assembler.in_transaction:
-        event = source.read(poll)
         reply = False
-        if type(event) is XLogData:
-            pipeline.on_data(event.data_start, event.payload)  # type: ignore[union-attr]
-        elif type(event) is Keepalive:
-            pipeline.on_keepalive(event.wal_end)  # type: ignore[union-attr]
-            reply = event.reply_requested  # type: ignore[union-attr]
+        for event in source.read(pipeline.seconds_until_due(idle=0.2)):
+            if type(event) is XLogData:
+                pipeline.on_data(event.data_start, event.payload)
+            else:
+                pipeline.on_keepalive(event.wal_end)  # type: ignore[union-attr]
+                reply = reply or event.reply_requested  # type: ignore[union-attr]
         pipeline.on_tick()
         committer.check()
         durable = committer.committed_lsn

@@ -1,11 +1,14 @@
 """Attributed rows into ``<schema>.spend_attribution``, inside the committer's transaction.
 
-Rows arrive in chunks while a batch is open, so memory stays bounded however
-large a source transaction is. The common case, rows never attributed before,
-is one COPY straight into the table (under a savepoint). A chunk that repeats a
-``request_id`` (a spend-log UPDATE, a row written twice) falls back to a
-staging table that is upserted at commit time, last version winning; once a
-batch stages anything, the rest of the batch stages too, so order is kept.
+Rows arrive in chunks while a batch is open. The common case, rows never
+attributed before, is one COPY straight into the table per chunk, with no
+extra round trip. A chunk that repeats a ``request_id`` (a spend-log UPDATE, a
+row written again) makes that COPY fail: the batch so far is rolled back and
+written again through a staging table, upserted at commit time with the last
+version winning. Only the direct chunks of the open batch are kept in memory
+for that replay, up to ``replay_limit`` rows; past it (a huge source
+transaction) the batch stages from then on, which cannot fail, so memory stays
+bounded.
 """
 
 from __future__ import annotations
@@ -22,10 +25,13 @@ _STAGE = sql.Identifier("streamer_attribution_stage")
 
 
 class PostgresSink:
-    """COPY into the target when rows are new, stage-and-upsert when they are not."""
+    """COPY into the target while rows are new; stage and upsert once they are not."""
 
-    def __init__(self, conn: psycopg.Connection, schema: str) -> None:
+    def __init__(self, conn: psycopg.Connection, schema: str, replay_limit: int = 20_000) -> None:
         self._conn = conn
+        self._replay_limit = replay_limit
+        self._direct: list[Sequence[AttributedRecord]] = []  # this batch's chunks COPYed to the target
+        self._direct_rows = 0
         self._staging = False
         target = sql.SQL("{}.spend_attribution").format(sql.Identifier(schema))
         columns = sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
@@ -50,23 +56,29 @@ class PostgresSink:
         ).format(target=target, columns=columns, stage=_STAGE, updates=updates)
 
     def write(self, records: Sequence[AttributedRecord]) -> None:
-        """Write records in the open transaction (visible to others at commit)."""
+        """Write records in the open transaction (the batch holds nothing else before commit)."""
         if not records:
             return
-        if not self._staging:
+        if not self._staging and self._direct_rows + len(records) <= self._replay_limit:
             try:
-                with self._conn.transaction():  # a savepoint: a duplicate undoes this chunk only
-                    self._copy(self._copy_target, records)
+                self._copy(self._copy_target, records)
+                self._direct.append(records)
+                self._direct_rows += len(records)
                 return
             except psycopg.errors.UniqueViolation:
-                self._staging = True
+                self._conn.rollback()
+                replay, self._direct, self._direct_rows = self._direct, [], 0
+                for chunk in replay:
+                    self._copy(self._copy_stage, chunk)
+        self._staging = True
         self._copy(self._copy_stage, records)
 
     def prepare_commit(self) -> None:
         """Upsert what was staged (the caller commits)."""
         if self._staging:
             self._conn.execute(self._merge)
-            self._staging = False
+        self._staging = False
+        self._direct, self._direct_rows = [], 0
 
     def _copy(self, statement: sql.Composed, records: Sequence[AttributedRecord]) -> None:
         with self._conn.cursor().copy(statement) as copy:

@@ -74,24 +74,29 @@ class ReplicationStream:
         self._flushed = start_lsn
         log.info("streaming slot %s from %s", self._slot, format_lsn(start_lsn))
 
-    def read(self, timeout: float) -> Event | None:
-        """The next event, or None if nothing arrived within ``timeout`` seconds."""
+    def read(self, timeout: float) -> list[Event]:
+        """The events libpq has buffered (one socket read's worth), waiting up to
+        ``timeout`` seconds for the first."""
         pgconn = self._conn.pgconn
+        events: list[Event] = []
         deadline = time.monotonic() + timeout
         while True:
             size, data = pgconn.get_copy_data(1)
             if size > 0:
-                return self._parse(data)
+                events.append(self._parse(data))
+                continue
             if size == -1:
                 raise StreamerError(f"the server ended the replication stream: {self._stream_error()}")
             if size < -1:
                 raise StreamerError(f"replication stream read failed: {pgconn.error_message.decode(errors='replace')}")
+            if events:  # what libpq had buffered; the socket is read again on the next call
+                return events
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            readable, _, _ = select.select([pgconn.socket], [], [], remaining)
+            readable, _, _ = select.select([pgconn.socket], [], [], max(0.0, remaining))
             if readable:
                 pgconn.consume_input()
+            elif remaining <= 0:
+                return events
 
     def _parse(self, data: memoryview) -> Event:
         kind = data[0]
