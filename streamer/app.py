@@ -5,37 +5,45 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
 from streamer.assembler import TransactionAssembler
-from streamer.committer import Committer
+from streamer.committer import Committer, Sink
 from streamer.config import Settings
-from streamer.errors import SlotInUse, StreamerError
+from streamer.errors import SinkUnavailable, SlotInUse, StreamerError
 from streamer.lsn import format_lsn
 from streamer.pipeline import Pipeline, run
 from streamer.setup import connect, setup
 from streamer.sinks.postgres import PostgresSink
 from streamer.source.replication import ReplicationStream
 from streamer.state.history import Entity
-from streamer.state.store import StateStore, load_checkpoint
+from streamer.state.store import StateStore, load_checkpoint, set_sink_status
+
+if TYPE_CHECKING:
+    from streamer.sinks.kafka import KafkaSink
 
 log = logging.getLogger(__name__)
 
 
 STANDBY_POLL = 1.0
 """Seconds between attempts to take over a slot another process streams."""
+MAX_BACKOFF = 30.0
+"""Longest wait between restarts while a sink is unavailable."""
 
 
-def run_streamer(settings: Settings, stop: threading.Event) -> Pipeline | None:
-    """Set up if needed, then stream until ``stop``; returns the pipeline (for its counters).
+def run_streamer(settings: Settings, stop: threading.Event) -> Committer | None:
+    """Set up if needed, then stream until ``stop``; returns the committer (for its counters).
 
     While another process streams the slot, wait as a hot standby and take over
-    when it ends, loading the state it left.
+    when it ends, loading the state it left. While a sink is unavailable, restart
+    from the checkpoint with backoff: nothing was acknowledged past what every
+    sink holds, so nothing is lost and memory does not grow.
     """
-    setup(settings)
+    setup(settings, create_topics=False)  # the Kafka sink creates them on each start, with retries
     waiting = False
+    backoff = 1.0
     while not stop.is_set():
         try:
             return _stream(settings, stop)
@@ -44,10 +52,25 @@ def run_streamer(settings: Settings, stop: threading.Event) -> Pipeline | None:
                 log.warning("%s: waiting as a standby to take over", exc)
                 waiting = True
             stop.wait(STANDBY_POLL)
+        except SinkUnavailable as exc:
+            set_sink_status(settings.require_state_dsn(), settings.state_schema, "kafka", "blocked", str(exc))
+            log.warning("%s; restarting from the checkpoint in %.0f s", exc, backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
     return None
 
 
-def _stream(settings: Settings, stop: threading.Event) -> Pipeline:
+def _kafka_sink(settings: Settings) -> KafkaSink:
+    from streamer.sinks.kafka import KafkaSink, ensure_topics, read_checkpoint
+
+    ensure_topics(settings)  # again on every start: an in-memory broker may have restarted empty
+    skip_through = read_checkpoint(settings) if settings.kafka_delivery == "exactly_once" else None
+    sink = KafkaSink(settings, skip_through)
+    set_sink_status(settings.require_state_dsn(), settings.state_schema, "kafka", "ok")
+    return sink
+
+
+def _stream(settings: Settings, stop: threading.Event) -> Committer:
     with connect(settings.require_state_dsn(), "state") as state:
         store = StateStore(state, settings.state_schema, settings.slot)
         history, checkpoint = store.load()
@@ -60,10 +83,14 @@ def _stream(settings: Settings, stop: threading.Event) -> Pipeline:
             history.count(Entity.TEAM),
             format_lsn(checkpoint),
         )
+        sinks: list[Sink] = [PostgresSink(state, settings.state_schema)]
+        kafka = _kafka_sink(settings) if settings.kafka_bootstrap else None
+        if kafka is not None:
+            sinks.insert(0, kafka)
         stream = ReplicationStream(settings.require_source_dsn(), settings.slot, settings.publication)
         try:
             stream.start(checkpoint)
-            committer = Committer(PostgresSink(state, settings.state_schema), store, checkpoint)
+            committer = Committer(sinks, store, checkpoint)
             pipeline = Pipeline(
                 TransactionAssembler(history, settings.source_schema, checkpoint),
                 committer,
@@ -73,8 +100,10 @@ def _stream(settings: Settings, stop: threading.Event) -> Pipeline:
             run(stream, pipeline, stop, settings.status_interval)
         finally:
             stream.close()
+            if kafka is not None:
+                kafka.close()
     log.info("stopped at %s after %d attributed rows", format_lsn(committer.committed_lsn), committer.attributed_rows)
-    return pipeline
+    return committer
 
 
 def status(settings: Settings) -> dict[str, Any]:
@@ -115,6 +144,12 @@ def status(settings: Settings) -> dict[str, Any]:
             ).format(schema)
         ).fetchone()
         report["attributed_rows"], report["unattributed_rows"] = counts  # type: ignore[misc]
+        report["sinks"] = {"postgres": {"state": "ok"}}
+        if state.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{settings.state_schema}.sink_status",)).fetchone()[0]:  # type: ignore[index]
+            rows = state.execute(sql.SQL("SELECT sink, state, detail, since::text FROM {}.sink_status").format(schema))
+            for sink, sink_state, detail, since in rows:
+                if sink != "kafka" or settings.kafka_bootstrap:
+                    report["sinks"][sink] = {"state": sink_state, "detail": detail, "since": since}
     return report
 
 

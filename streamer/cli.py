@@ -22,8 +22,9 @@ from streamer.config import Settings, load_settings
 from streamer.errors import StreamerError
 
 _SETTING_FLAGS: list[tuple[str, type, str]] = [
-    (name, info.annotation if info.annotation in (int, float) else str, info.description or "")
+    (name, info.annotation if info.annotation in (int, float) else str, info.description or "")  # type: ignore[misc]
     for name, info in Settings.model_fields.items()
+    if name != "kafka_sasl_password"  # secrets: environment or config file only, never argv
 ]
 
 

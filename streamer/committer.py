@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 from streamer.enrich import AttributedRecord
@@ -22,8 +23,11 @@ log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
-    def write(self, records: list[AttributedRecord]) -> None: ...
-    def prepare_commit(self) -> None: ...
+    def write(self, records: list[AttributedRecord]) -> None:
+        """Take rows of the open batch (not yet durable)."""
+
+    def prepare_commit(self, versions: list[VersionChange], lsn: Lsn) -> None:
+        """Make the batch durable, or ready to become so with the state database's commit."""
 
 
 class Store(Protocol):
@@ -58,8 +62,8 @@ _CLOSE = None
 class Committer:
     """Applies operations in order on a thread; errors surface in the reader's thread."""
 
-    def __init__(self, sink: Sink, store: Store, committed_lsn: Lsn, max_pending: int = 8) -> None:
-        self.sink = sink
+    def __init__(self, sinks: Sequence[Sink], store: Store, committed_lsn: Lsn, max_pending: int = 8) -> None:
+        self.sinks = sinks
         self.store = store
         self.committed_lsn = committed_lsn
         self.attributed_rows = 0
@@ -94,7 +98,8 @@ class Committer:
         try:
             while (operation := self._queue.get()) is not _CLOSE:
                 if type(operation) is Stage:
-                    self.sink.write(operation.records)  # type: ignore[union-attr]
+                    for sink in self.sinks:
+                        sink.write(operation.records)  # type: ignore[union-attr]
                     self._staged_rows += len(operation.records)  # type: ignore[union-attr]
                 elif type(operation) is Commit:
                     self._commit(operation)  # type: ignore[arg-type]
@@ -106,12 +111,15 @@ class Committer:
     def _commit(self, commit: Commit) -> None:
         """The checkpoint, in this order and nowhere else:
 
-        1. the sink merges what it staged;
-        2. the new history versions and the checkpoint LSN join them;
-        3. one commit makes all of it durable at once;
-        4. only then may the slot be acknowledged up to the LSN.
+        1. every sink completes the batch: Kafka publishes and confirms it (or
+           commits its transaction), PostgreSQL merges what it staged;
+        2. the new history versions and the checkpoint LSN join the rows;
+        3. one state-database commit makes rows, versions and checkpoint durable;
+        4. only then may the slot be acknowledged up to the LSN: every sink
+           holds everything before it.
         """
-        self.sink.prepare_commit()
+        for sink in self.sinks:
+            sink.prepare_commit(commit.versions, commit.lsn)
         self.store.save(commit.versions, commit.lsn)
         self.store.commit()
         self.attributed_rows += self._staged_rows

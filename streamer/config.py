@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -36,6 +36,31 @@ class Settings(BaseSettings):
     flush_interval: float = Field(0.1, gt=0, description="seconds a handled row may wait for its commit")
     status_interval: float = Field(10.0, gt=0, description="seconds between standby status messages")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset: no Kafka sink")
+    kafka_delivery: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once", description="at_least_once (idempotent producer) or exactly_once (transactions)"
+    )
+    kafka_spend_topic: str = Field("litellm.spend.attributed", description="one record per spend-log row")
+    kafka_key_topic: str = Field("litellm.key.attribution", description="compacted: latest version per key")
+    kafka_team_topic: str = Field("litellm.team.attribution", description="compacted: latest version per team")
+    kafka_checkpoint_topic: str = Field(
+        "litellm.streamer.checkpoints", description="exactly_once: end LSN committed with each transaction"
+    )
+    kafka_partitions: int = Field(3, gt=0, description="partitions of topics streamer creates")
+    kafka_replication_factor: int = Field(1, gt=0, description="replication factor of topics streamer creates")
+    kafka_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    kafka_delivery_timeout: float = Field(
+        30.0, gt=0, description="seconds a batch may wait for the broker before the sink counts as blocked"
+    )
+    kafka_transactional_id: str | None = Field(None, description="exactly_once: default streamer-<slot>")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, …")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod

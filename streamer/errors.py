@@ -19,3 +19,7 @@ class DecodeError(StreamerError):
 
 class SlotInUse(StreamerError):
     """Another process streams the slot: a standby waits and takes over when it ends."""
+
+
+class SinkUnavailable(StreamerError):
+    """A sink cannot make a batch durable (e.g. the broker is down): restart from the checkpoint."""

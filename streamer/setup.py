@@ -34,6 +34,7 @@ class SetupReport:
     consistent_point: str | None = None
     snapshot_rows: dict[str, int] = field(default_factory=dict)
     report_view: bool = False
+    topics_created: list[str] = field(default_factory=list)
 
 
 def connect(dsn: str, what: str) -> psycopg.Connection:
@@ -111,7 +112,8 @@ def ensure_publication(conn: psycopg.Connection, settings: Settings, tables: lis
     return False
 
 
-def setup(settings: Settings) -> SetupReport:
+def setup(settings: Settings, create_topics: bool = True) -> SetupReport:
+    """Everything ``run`` needs; ``create_topics=False`` leaves Kafka to the sink's own start."""
     source_dsn = settings.require_source_dsn()
     with connect(source_dsn, "source") as source, connect(settings.require_state_dsn(), "state") as state:
         tables = preflight(source, settings)
@@ -119,6 +121,10 @@ def setup(settings: Settings) -> SetupReport:
         report.publication_created = ensure_publication(source, settings, tables)
         report.migrations_applied = migrate(state, settings.state_schema)
         report.report_view = create_report_views(state, settings.state_schema, settings.source_schema)
+        if settings.kafka_bootstrap and create_topics:
+            from streamer.sinks.kafka import ensure_topics
+
+            report.topics_created = ensure_topics(settings)
         store = StateStore(state, settings.state_schema, settings.slot)
         history, checkpoint = store.load()
         slot = source.execute(

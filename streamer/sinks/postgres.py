@@ -19,6 +19,8 @@ import psycopg
 from psycopg import sql
 
 from streamer.enrich import AttributedRecord
+from streamer.lsn import Lsn
+from streamer.state.history import VersionChange
 
 _COLUMNS = AttributedRecord._fields
 _STAGE = sql.Identifier("streamer_attribution_stage")
@@ -73,8 +75,8 @@ class PostgresSink:
         self._staging = True
         self._copy(self._copy_stage, records)
 
-    def prepare_commit(self) -> None:
-        """Upsert what was staged (the caller commits)."""
+    def prepare_commit(self, versions: list[VersionChange], lsn: Lsn) -> None:
+        """Upsert what was staged; the versions and checkpoint go in with the store (the caller commits)."""
         if self._staging:
             self._conn.execute(self._merge)
         self._staging = False

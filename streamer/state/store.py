@@ -85,6 +85,15 @@ MIGRATIONS: tuple[str, ...] = (
           FROM {schema}.team_versions
          ORDER BY team_id, valid_from DESC, seq DESC;
     """,
+    # 2: what each sink is doing, for `streamer status`
+    """
+    CREATE TABLE {schema}.sink_status (
+        sink    text PRIMARY KEY,
+        state   text NOT NULL,
+        detail  text,
+        since   timestamptz NOT NULL DEFAULT now()
+    );
+    """,
 )
 
 
@@ -225,3 +234,16 @@ class StateStore:
 
     def commit(self) -> None:
         self.conn.commit()
+
+
+def set_sink_status(dsn: str, schema: str, sink: str, state: str, detail: str | None = None) -> None:
+    """Record a sink's state (``ok``, ``blocked``) on a connection of its own, outside any batch."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.sink_status (sink, state, detail) VALUES (%s, %s, %s) ON CONFLICT (sink) DO UPDATE "
+                "SET state = excluded.state, detail = excluded.detail, since = CASE WHEN {}.sink_status.state = "
+                "excluded.state THEN {}.sink_status.since ELSE now() END"
+            ).format(sql.Identifier(schema), sql.Identifier(schema), sql.Identifier(schema)),
+            (sink, state, detail),
+        )
