@@ -30,7 +30,7 @@ from typing import Any
 
 from streamer.config import Settings
 from streamer.enrich import AttributedRecord
-from streamer.errors import SinkUnavailable, StreamerError
+from streamer.errors import ConfigError, SinkUnavailable, StreamerError
 from streamer.lsn import Lsn, format_lsn, parse_lsn
 from streamer.records import key_value, spend_value, team_value
 from streamer.state.history import Entity, KeyVersion, TeamVersion, VersionChange
@@ -92,7 +92,7 @@ def ensure_topics(settings: Settings) -> list[str]:
             except TopicAlreadyExistsError:
                 pass  # another streamer created it meanwhile
         for name in wanted.keys() - set(missing):
-            described = admin.describe_configs([ConfigResource("TOPIC", name, {"cleanup.policy": None})], config_filter="all")
+            described = admin.describe_configs([ConfigResource("TOPIC", name)], config_filter="all")
             policy = _config_value(described, name, "cleanup.policy")
             if policy is not None and wanted[name][1] not in policy.split(","):
                 raise StreamerError(
@@ -151,7 +151,7 @@ class KafkaSink:
 
     def __init__(self, settings: Settings, skip_through: Lsn | None = None) -> None:
         from kafka import KafkaProducer
-        from kafka.errors import KafkaError
+        from kafka.errors import KafkaConfigurationError, KafkaError
 
         self.settings = settings
         self._exactly_once = settings.kafka_delivery == "exactly_once"
@@ -165,7 +165,7 @@ class KafkaSink:
             "enable_idempotence": True,
             "compression_type": None if settings.kafka_compression == "none" else settings.kafka_compression,
             "linger_ms": 5,
-            "request_timeout_ms": min(timeout_ms, 30_000),
+            "request_timeout_ms": max(1, min(timeout_ms // 2, 30_000)),
             "delivery_timeout_ms": timeout_ms,
             "max_block_ms": timeout_ms,
         }
@@ -175,6 +175,8 @@ class KafkaSink:
             self._producer = KafkaProducer(**config)
             if self._exactly_once:
                 self._producer.init_transactions()
+        except KafkaConfigurationError as exc:
+            raise ConfigError(f"invalid Kafka producer settings: {exc}") from exc
         except KafkaError as exc:
             raise _unavailable(f"connecting to {settings.kafka_bootstrap}", exc) from exc
 

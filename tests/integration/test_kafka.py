@@ -1,0 +1,114 @@
+"""The Kafka sink end to end, through a real Kafka-protocol broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+
+from streamer.litellm import (
+    RandomWorkload,
+    add_key,
+    add_team,
+    delete_key,
+    delete_team,
+    key_hash,
+    rotate_key,
+    spend_row,
+    write_spend,
+)
+from streamer.records import KeyAttribution, SpendAttributed, TeamAttribution
+from tests.conftest import LiteLLMDatabase, RunningStreamer
+from tests.kafka_support import TANSU_GAP, Broker, broker, consume_all, latest_values  # noqa: F401
+
+K1, K2, K3 = key_hash("sk-k1"), key_hash("sk-k2"), key_hash("sk-k3")
+
+
+def topics(prefix: str) -> dict[str, str]:
+    return {
+        "kafka_spend_topic": f"{prefix}.spend",
+        "kafka_key_topic": f"{prefix}.keys",
+        "kafka_team_topic": f"{prefix}.teams",
+        "kafka_checkpoint_topic": f"{prefix}.checkpoints",
+    }
+
+
+def kafka_settings(db: LiteLLMDatabase, broker: Broker, **extra: Any) -> dict[str, Any]:
+    return {"kafka_bootstrap": broker.bootstrap, "kafka_delivery_timeout": 5.0, **topics(db.name), **extra}
+
+
+def as_env(settings: dict[str, Any]) -> dict[str, str]:
+    return {f"STREAMER_{key.upper()}": str(value) for key, value in settings.items()}
+
+
+def spend_records(broker: Broker, topic: str, isolation_level: str = "read_uncommitted") -> list[Any]:
+    return consume_all(broker.bootstrap, topic, isolation_level)
+
+
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
+def test_records_equal_postgres_rows_and_changelogs_equal_state(
+    litellm: LiteLLMDatabase, broker: Broker, delivery: str
+) -> None:
+    settings = kafka_settings(litellm, broker, kafka_delivery=delivery)
+    running = RunningStreamer(litellm, litellm.settings(**settings))
+    try:
+        add_team(litellm.conn, "team-a", "Alpha")
+        add_team(litellm.conn, "team-b", "Beta")
+        add_key(litellm.conn, K1, "doomed", "team-a")
+        add_key(litellm.conn, K2, "rotating", "team-b")
+        write_spend(litellm.conn, [spend_row("r1", K1), spend_row("r2", K2)])
+        delete_key(litellm.conn, K1)
+        write_spend(litellm.conn, [spend_row("late", K1, spend=0.25)])  # lands after its key's delete
+        rotate_key(litellm.conn, K2, K3)
+        litellm.execute("""UPDATE "LiteLLM_TeamTable" SET team_alias = 'Beta 2' WHERE team_id = 'team-b'""")
+        write_spend(litellm.conn, [spend_row("r3", K3), spend_row("r4", "")])
+        delete_team(litellm.conn, "team-a")
+        running.catch_up()
+    finally:
+        running.stop()
+
+    records = spend_records(broker, settings["kafka_spend_topic"])
+    values = {r.key.decode(): SpendAttributed.model_validate_json(r.value) for r in records}
+    assert values["late"].team_alias == "Alpha" and values["late"].key_alias == "doomed"
+    assert values["late"].attribution_source == "key_history"
+    headers = {r.key.decode(): dict(r.headers) for r in records}
+    assert headers["late"]["attribution_source"] == b"key_history"
+    assert headers["late"]["commit_lsn"] == values["late"].commit_lsn.encode()
+
+    rows = litellm.execute(
+        "SELECT request_id, api_key, key_alias, key_name, team_id, team_alias, organization_id, organization_alias, "
+        "user_id, spend, model, start_time::text, attribution_source, unattributed_reason, commit_lsn::text "
+        "FROM litellm_attribution.spend_attribution"
+    )
+    published = {
+        key: (key, v.api_key, v.key_alias, v.key_name, v.team_id, v.team_alias, v.organization_id,
+              v.organization_alias, v.user_id, v.spend, v.model, v.start_time, v.attribution_source,
+              v.unattributed_reason, v.commit_lsn)
+        for key, v in values.items()
+    }
+    assert published == {row[0]: row for row in rows}
+    if delivery == "exactly_once" or broker.real_kafka:
+        assert len(records) == len(rows)  # nothing doubled
+
+    keys = {t: KeyAttribution.model_validate(v) for t, v in latest_values(broker.bootstrap, settings["kafka_key_topic"]).items()}
+    state_keys = litellm.execute(
+        "SELECT DISTINCT ON (token) token, key_alias, team_id, deleted, rotated_to FROM litellm_attribution.key_versions "
+        "ORDER BY token, valid_from DESC, seq DESC"
+    )
+    assert {t: (k.key_alias, k.team_id, k.deleted, k.rotated_to) for t, k in keys.items()} == {
+        row[0]: row[1:] for row in state_keys
+    }
+    assert (keys[K1].deleted, keys[K2].rotated_to, keys[K3].deleted) == (True, K3, False)
+
+    teams = {t: TeamAttribution.model_validate(v) for t, v in latest_values(broker.bootstrap, settings["kafka_team_topic"]).items()}
+    assert {t: (v.team_alias, v.deleted) for t, v in teams.items()} == {"team-a": ("Alpha", True), "team-b": ("Beta 2", False)}
