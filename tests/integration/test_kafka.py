@@ -112,3 +112,133 @@ def test_records_equal_postgres_rows_and_changelogs_equal_state(
 
     teams = {t: TeamAttribution.model_validate(v) for t, v in latest_values(broker.bootstrap, settings["kafka_team_topic"]).items()}
     assert {t: (v.team_alias, v.deleted) for t, v in teams.items()} == {"team-a": ("Alpha", True), "team-b": ("Beta 2", False)}
+
+
+def start_streamer(db: LiteLLMDatabase, settings: dict[str, Any]) -> subprocess.Popen[bytes]:
+    env = os.environ | as_env({"source_dsn": db.dsn, "slot": db.slot, "batch_size": 250, "flush_interval": 0.05} | settings)
+    return subprocess.Popen([sys.executable, "-m", "streamer", "run"], env=env, stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
+def test_kill_9_under_load_loses_no_record(litellm: LiteLLMDatabase, broker: Broker, delivery: str) -> None:
+    if delivery == "exactly_once" and not broker.real_kafka:
+        pytest.skip(TANSU_GAP)
+    settings = kafka_settings(litellm, broker, kafka_delivery=delivery)
+    env = os.environ | as_env({"source_dsn": litellm.dsn, "slot": litellm.slot} | settings)
+    assert subprocess.run([sys.executable, "-m", "streamer", "setup"], env=env, capture_output=True).returncode == 0
+
+    def play() -> None:
+        with psycopg.connect(litellm.dsn, autocommit=True) as conn:
+            for operation in RandomWorkload(seed=11, batches=80).operations():
+                operation(conn)
+                time.sleep(0.03)
+
+    writer = threading.Thread(target=play)
+    process = start_streamer(litellm, settings)
+    writer.start()
+    rnd = random.Random(5)
+    kills = 0
+    while kills < 5 or writer.is_alive():
+        time.sleep(rnd.uniform(0.6, 1.5))
+        assert process.poll() is None, process.stderr.read().decode()  # type: ignore[union-attr]
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+        process = start_streamer(litellm, settings)
+    writer.join()
+    try:
+        litellm.wait_confirmed(litellm.current_lsn(), timeout=90)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+
+    isolation = "read_committed" if delivery == "exactly_once" else "read_uncommitted"
+    published = [r.key.decode() for r in spend_records(broker, settings["kafka_spend_topic"], isolation)]
+    expected = {row[0] for row in litellm.execute('SELECT request_id FROM "LiteLLM_SpendLogs"')}
+    assert len(expected) == 8000
+    assert set(published) == expected  # every request_id present
+    if delivery == "exactly_once":
+        assert len(published) == len(expected)  # and each once
+
+
+def test_broker_outage_resumes_without_gap_and_never_acks_past_published(
+    litellm: LiteLLMDatabase, broker: Broker
+) -> None:
+    if broker.embedded is None:
+        pytest.skip("stops and restarts the broker: runs against the embedded Tansu only")
+    settings = kafka_settings(litellm, broker, kafka_delivery_timeout=3.0)
+    env = os.environ | as_env({"source_dsn": litellm.dsn, "slot": litellm.slot} | settings)
+    add_team(litellm.conn, "team-a", "Alpha")
+    add_key(litellm.conn, K1, "k", "team-a")
+    process = start_streamer(litellm, settings)
+    stop = threading.Event()
+    written = 0
+
+    def keep_writing() -> None:
+        nonlocal written
+        with psycopg.connect(litellm.dsn, autocommit=True) as conn:
+            while not stop.is_set():
+                write_spend(conn, [spend_row(f"o{written + i:06d}", K1) for i in range(20)])
+                written += 20
+                time.sleep(0.05)
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        time.sleep(2)
+        broker.embedded.stop()  # in memory: everything published so far is gone with it
+        time.sleep(2)
+        acked_when_down = litellm.execute(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", (litellm.slot,)
+        )[0][0]
+        positions = set()
+        deadline = time.monotonic() + 8
+        blocked = False
+        while time.monotonic() < deadline:
+            positions.add(litellm.execute(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s", (litellm.slot,)
+            )[0][0])
+            status = json.loads(subprocess.run([sys.executable, "-m", "streamer", "status", "--json"], env=env,
+                                               capture_output=True, text=True).stdout)
+            blocked = blocked or status["sinks"].get("kafka", {}).get("state") == "blocked"
+            time.sleep(0.5)
+        assert positions == {acked_when_down}, "the slot moved while the broker was down"
+        assert blocked, "status never showed the Kafka sink as blocked"
+        broker.embedded.start()  # same port, empty
+        time.sleep(3)
+        stop.set()
+        writer.join()
+        litellm.wait_confirmed(litellm.current_lsn(), timeout=90)
+    finally:
+        stop.set()
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    assert process.returncode == 0, process.stderr.read().decode()  # type: ignore[union-attr]
+
+    republished = {r.key.decode() for r in spend_records(broker, settings["kafka_spend_topic"])}
+    after_ack = {
+        row[0]
+        for row in litellm.execute(
+            "SELECT request_id FROM litellm_attribution.spend_attribution WHERE commit_lsn >= %s::pg_lsn",
+            (acked_when_down,),
+        )
+    }
+    assert len(after_ack) > 0 and written > 0
+    assert after_ack <= republished  # nothing after the last acknowledged position is missing
+    status = json.loads(subprocess.run([sys.executable, "-m", "streamer", "status", "--json"], env=env,
+                                       capture_output=True, text=True).stdout)
+    assert status["sinks"]["kafka"]["state"] == "ok"
+
+
+def test_incompatible_existing_topic_is_a_clear_error(litellm: LiteLLMDatabase, broker: Broker) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    settings = kafka_settings(litellm, broker)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin.create_topics([NewTopic(settings["kafka_key_topic"], 1, 1, topic_configs={"cleanup.policy": "delete"})])
+    admin.close()
+    env = os.environ | as_env({"source_dsn": litellm.dsn, "slot": litellm.slot} | settings)
+    result = subprocess.run([sys.executable, "-m", "streamer", "setup"], env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "cleanup.policy=delete" in result.stderr and settings["kafka_key_topic"] in result.stderr
