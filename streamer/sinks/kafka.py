@@ -30,34 +30,13 @@ from typing import Any
 
 from streamer.config import Settings
 from streamer.enrich import AttributedRecord
-from streamer.errors import ConfigError, SinkUnavailable, StreamerError
+from streamer.errors import StreamerError
 from streamer.lsn import Lsn, format_lsn, parse_lsn
 from streamer.records import key_value, spend_value, team_value
+from streamer.sinks.producers import create_producer, kafka_python_config, sink_unavailable
 from streamer.state.history import Entity, KeyVersion, TeamVersion, VersionChange
 
 log = logging.getLogger(__name__)
-
-
-def client_config(settings: Settings) -> dict[str, Any]:
-    """Connection settings shared by producer, consumer and admin client (SASL/SSL passed through)."""
-    config: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "security_protocol": settings.kafka_security_protocol,
-        "client_id": f"streamer-{settings.slot}",
-    }
-    optional = {
-        "sasl_mechanism": settings.kafka_sasl_mechanism,
-        "sasl_plain_username": settings.kafka_sasl_username,
-        "sasl_plain_password": settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None,
-        "ssl_cafile": settings.kafka_ssl_cafile,
-        "ssl_certfile": settings.kafka_ssl_certfile,
-        "ssl_keyfile": settings.kafka_ssl_keyfile,
-    }
-    return config | {key: value for key, value in optional.items() if value is not None}
-
-
-def _unavailable(action: str, exc: BaseException) -> SinkUnavailable:
-    return SinkUnavailable(f"Kafka sink blocked: {action} failed: {exc or type(exc).__name__}")
 
 
 def ensure_topics(settings: Settings) -> list[str]:
@@ -74,9 +53,9 @@ def ensure_topics(settings: Settings) -> list[str]:
     if settings.kafka_delivery == "exactly_once":
         wanted[settings.kafka_checkpoint_topic] = (1, "compact")
     try:
-        admin = KafkaAdminClient(**client_config(settings), request_timeout_ms=10_000)
+        admin = KafkaAdminClient(**kafka_python_config(settings), request_timeout_ms=10_000)
     except KafkaError as exc:
-        raise _unavailable(f"connecting to {settings.kafka_bootstrap}", exc) from exc
+        raise sink_unavailable(f"connecting to {settings.kafka_bootstrap}", exc) from exc
     try:
         existing = set(admin.list_topics())
         missing = [name for name in wanted if name not in existing]
@@ -101,7 +80,7 @@ def ensure_topics(settings: Settings) -> list[str]:
                 )
         return missing
     except KafkaError as exc:
-        raise _unavailable("creating topics", exc) from exc
+        raise sink_unavailable("creating topics", exc) from exc
     finally:
         admin.close()
 
@@ -122,7 +101,7 @@ def read_checkpoint(settings: Settings, idle_polls: int = 3) -> Lsn | None:
 
     try:
         consumer = KafkaConsumer(
-            **client_config(settings),
+            **kafka_python_config(settings),
             isolation_level="read_committed",
             enable_auto_commit=False,
             group_id=None,
@@ -143,42 +122,18 @@ def read_checkpoint(settings: Settings, idle_polls: int = 3) -> Lsn | None:
         consumer.close()
         return found
     except KafkaError as exc:
-        raise _unavailable("reading the checkpoint topic", exc) from exc
+        raise sink_unavailable("reading the checkpoint topic", exc) from exc
 
 
 class KafkaSink:
     """Publishes each batch before the state database commits it."""
 
     def __init__(self, settings: Settings, skip_through: Lsn | None = None) -> None:
-        from kafka import KafkaProducer
-        from kafka.errors import KafkaConfigurationError, KafkaError
-
         self.settings = settings
         self._exactly_once = settings.kafka_delivery == "exactly_once"
         self._skip_through = skip_through  # exactly_once: Kafka already holds transactions below it
-        self._timeout = settings.kafka_delivery_timeout
         self._in_transaction = False
-        self._error: BaseException | None = None
-        timeout_ms = int(self._timeout * 1000)
-        config = client_config(settings) | {
-            "acks": "all",
-            "enable_idempotence": True,
-            "compression_type": None if settings.kafka_compression == "none" else settings.kafka_compression,
-            "linger_ms": 5,
-            "request_timeout_ms": max(1, min(timeout_ms // 2, 30_000)),
-            "delivery_timeout_ms": timeout_ms,
-            "max_block_ms": timeout_ms,
-        }
-        if self._exactly_once:
-            config["transactional_id"] = settings.kafka_transactional_id or f"streamer-{settings.slot}"
-        try:
-            self._producer = KafkaProducer(**config)
-            if self._exactly_once:
-                self._producer.init_transactions()
-        except KafkaConfigurationError as exc:
-            raise ConfigError(f"invalid Kafka producer settings: {exc}") from exc
-        except KafkaError as exc:
-            raise _unavailable(f"connecting to {settings.kafka_bootstrap}", exc) from exc
+        self._producer = create_producer(settings)
 
     def write(self, records: Sequence[AttributedRecord]) -> None:
         if self._skip_through is not None:
@@ -186,10 +141,10 @@ class KafkaSink:
         if not records:
             return
         self._begin()
-        topic = self.settings.kafka_spend_topic
+        topic, send = self.settings.kafka_spend_topic, self._producer.send
         for record in records:
             headers = [("commit_lsn", record.commit_lsn.encode()), ("attribution_source", record.attribution_source.encode())]
-            self._send(topic, record.request_id, spend_value(record), headers)
+            send(topic, record.request_id.encode(), spend_value(record), headers)
 
     def prepare_commit(self, versions: list[VersionChange], lsn: Lsn) -> None:
         """Publish the batch's versions and make everything durable in Kafka (before the PG commit)."""
@@ -201,28 +156,23 @@ class KafkaSink:
             valid_from = format_lsn(change.position[0])
             if change.entity is Entity.KEY:
                 assert isinstance(change.version, KeyVersion)
-                self._send(self.settings.kafka_key_topic, change.entity_id, key_value(change.entity_id, change.version, valid_from))
+                value = key_value(change.entity_id, change.version, valid_from)
+                self._producer.send(self.settings.kafka_key_topic, change.entity_id.encode(), value)
             elif change.entity is Entity.TEAM:
                 assert isinstance(change.version, TeamVersion)
-                self._send(self.settings.kafka_team_topic, change.entity_id, team_value(change.entity_id, change.version, valid_from))
-        from kafka.errors import KafkaError
-
-        try:
-            if self._exactly_once:
-                checkpoint = json.dumps({"slot": self.settings.slot, "lsn": format_lsn(lsn)}).encode()
-                self._send(self.settings.kafka_checkpoint_topic, self.settings.slot, checkpoint)
-                self._producer.commit_transaction()
-                self._in_transaction = False
-            else:
-                self._producer.flush(timeout=self._timeout)
-        except KafkaError as exc:
-            raise _unavailable("publishing a batch", exc) from exc
-        if self._error is not None:
-            raise _unavailable("publishing a batch", self._error)
+                value = team_value(change.entity_id, change.version, valid_from)
+                self._producer.send(self.settings.kafka_team_topic, change.entity_id.encode(), value)
+        if self._exactly_once:
+            checkpoint = json.dumps({"slot": self.settings.slot, "lsn": format_lsn(lsn)}).encode()
+            self._producer.send(self.settings.kafka_checkpoint_topic, self.settings.slot.encode(), checkpoint)
+            self._producer.commit_transaction()
+            self._in_transaction = False
+        else:
+            self._producer.flush()
 
     def close(self) -> None:
         try:
-            self._producer.close(timeout=1)
+            self._producer.close()
         except Exception:  # noqa: BLE001 - closing after a failure
             log.debug("Kafka producer did not close cleanly", exc_info=True)
 
@@ -230,19 +180,3 @@ class KafkaSink:
         if self._exactly_once and not self._in_transaction:
             self._producer.begin_transaction()
             self._in_transaction = True
-
-    def _send(self, topic: str, key: str, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
-        from kafka.errors import KafkaError
-
-        if self._error is not None:
-            raise _unavailable("publishing", self._error)
-        try:
-            future = self._producer.send(topic, key=key.encode(), value=value, headers=headers or [])
-        except KafkaError as exc:
-            raise _unavailable(f"sending to {topic}", exc) from exc
-        future.add_errback(self._failed)
-
-    def _failed(self, exc: BaseException) -> None:
-        if self._error is None:
-            self._error = exc
-

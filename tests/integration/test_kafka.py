@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from typing import Any
 
 import psycopg
@@ -55,11 +54,15 @@ def spend_records(broker: Broker, topic: str, isolation_level: str = "read_uncom
     return consume_all(broker.bootstrap, topic, isolation_level)
 
 
-@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
+@pytest.mark.parametrize(
+    ("client", "delivery"),
+    [("kafka-python", "at_least_once"), ("kafka-python", "exactly_once"), ("confluent", "at_least_once"),
+     ("confluent", "exactly_once")],
+)
 def test_records_equal_postgres_rows_and_changelogs_equal_state(
-    litellm: LiteLLMDatabase, broker: Broker, delivery: str
+    litellm: LiteLLMDatabase, broker: Broker, client: str, delivery: str
 ) -> None:
-    settings = kafka_settings(litellm, broker, kafka_delivery=delivery)
+    settings = kafka_settings(litellm, broker, kafka_delivery=delivery, kafka_client=client)
     running = RunningStreamer(litellm, litellm.settings(**settings))
     try:
         add_team(litellm.conn, "team-a", "Alpha")
@@ -161,12 +164,13 @@ def test_kill_9_under_load_loses_no_record(litellm: LiteLLMDatabase, broker: Bro
         assert len(published) == len(expected)  # and each once
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 def test_broker_outage_resumes_without_gap_and_never_acks_past_published(
-    litellm: LiteLLMDatabase, broker: Broker
+    litellm: LiteLLMDatabase, broker: Broker, client: str
 ) -> None:
     if broker.embedded is None:
         pytest.skip("stops and restarts the broker: runs against the embedded Tansu only")
-    settings = kafka_settings(litellm, broker, kafka_delivery_timeout=3.0)
+    settings = kafka_settings(litellm, broker, kafka_delivery_timeout=3.0, kafka_client=client)
     env = os.environ | as_env({"source_dsn": litellm.dsn, "slot": litellm.slot} | settings)
     add_team(litellm.conn, "team-a", "Alpha")
     add_key(litellm.conn, K1, "k", "team-a")
