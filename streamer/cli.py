@@ -142,13 +142,14 @@ def teardown_command(settings: Settings, drop_state: bool, yes: bool) -> None:
 
 
 @main.command("demo")
-@click.option("--keep", is_flag=True, help="leave the cluster running and print its DSN")
+@click.option("--keep", is_flag=True, help="leave the cluster (and broker) running and print how to reach them")
+@click.option("--kafka", is_flag=True, help="also start an embedded Kafka broker and show consumed records")
 @settings_options
-def demo_command(settings: Settings, keep: bool) -> None:
+def demo_command(settings: Settings, keep: bool, kafka: bool) -> None:
     """Play a LiteLLM story on an ephemeral PostgreSQL and show what streamer keeps."""
     from streamer.demo import demo
 
-    demo(settings, keep=keep)
+    demo(settings, keep=keep, kafka=kafka)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ committed is committed.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -139,13 +140,44 @@ def _wait_until_attributed(conn: psycopg.Connection, slot: str, streamer: thread
     raise StreamerError("the demo's streamer did not catch up within 60 s")
 
 
-def demo(settings: Settings, keep: bool = False) -> None:
+def _show_kafka_records(console: Console, bootstrap: str, topic: str) -> None:
+    """A few consumed records: the deleted key's late spend keeps its team."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    values = []
+    for _ in range(8):
+        for records in consumer.poll(timeout_ms=250).values():
+            values.extend(json.loads(record.value) for record in records)
+    consumer.close()
+    table = Table()
+    for column in ("request_id", "key_alias", "team_alias", "attribution_source", "commit_lsn"):
+        table.add_column(column)
+    shown = sorted((v for v in values if v["key_alias"] in ("billing-bot", "search-prod")), key=lambda v: v["request_id"])
+    for value in shown[-8:]:
+        table.add_row(value["request_id"], value["key_alias"], value["team_alias"], value["attribution_source"],
+                      value["commit_lsn"])
+    console.print(f"[bold]{len(values)} records consumed from Kafka topic {topic}[/bold], the last of deleted and rotated keys:")
+    console.print(table)
+
+
+def demo(settings: Settings, keep: bool = False, kafka: bool = False) -> None:
     console = Console()
     streamer_logger = logging.getLogger("streamer")
     streamer_logger.setLevel(max(logging.WARNING, streamer_logger.getEffectiveLevel()))
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     console.print("[bold]streamer demo[/bold]: starting an ephemeral PostgreSQL with wal_level=logical")
     cluster = EphemeralPostgres(durable=True).start()
+    broker = None
     try:
+        if kafka:
+            from streamer.devkafka import EmbeddedKafka
+
+            console.print("starting an embedded Kafka-protocol broker (Tansu, in memory)")
+            broker = EmbeddedKafka().start()
         with psycopg.connect(cluster.dsn, autocommit=True) as conn:
             conn.execute(files("streamer").joinpath("litellm_schema.sql").read_text())
             demo_settings = load_settings(
@@ -154,6 +186,8 @@ def demo(settings: Settings, keep: bool = False) -> None:
                 batch_size=settings.batch_size,
                 slot=settings.slot,
                 publication=settings.publication,
+                kafka_bootstrap=broker.bootstrap if broker else None,
+                kafka_client=settings.kafka_client,
             )
             stop = threading.Event()
             failure: list[BaseException] = []
@@ -188,11 +222,19 @@ def demo(settings: Settings, keep: bool = False) -> None:
                 "Each spend row keeps the team it was spent by, whatever happened to its key or team later "
                 "(teams by their current or last name; spend_attribution.team_alias keeps the name of the time)."
             )
+            if broker:
+                _show_kafka_records(console, broker.bootstrap, demo_settings.kafka_spend_topic)
     except BaseException:
         cluster.stop()
+        if broker:
+            broker.stop()
         raise
     if keep:
         console.print(f"\ncluster kept: DSN [bold]{cluster.dsn}[/bold]")
         console.print(f"stop it with: pg_ctl -D {cluster.datadir} stop  (as the user who owns it), then rm -r {cluster.root}")
+        if broker:
+            console.print(f"Kafka kept: bootstrap [bold]{broker.bootstrap}[/bold] (pid {broker.pid})")
     else:
         cluster.stop()
+        if broker:
+            broker.stop()

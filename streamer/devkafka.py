@@ -46,6 +46,10 @@ class EmbeddedKafka:
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
