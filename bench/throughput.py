@@ -26,10 +26,10 @@ from pathlib import Path
 
 import psycopg
 
+from streamer.config import load_settings
 from streamer.devdb import EphemeralPostgres
 from streamer.litellm import key_hash, realistic_metadata
 from streamer.setup import setup
-from streamer.config import load_settings
 
 KEYS, TEAMS, ROWS_PER_TXN = 10_000, 500, 100
 PUBLICATION = "litellm_attribution"

@@ -158,3 +158,6 @@ def streamer(litellm: LiteLLMDatabase) -> Iterator[RunningStreamer]:
     yield running
     if running.thread.is_alive():
         running.stop()
+
+
+from tests.kafka_support import broker  # noqa: E402,F401 - the session's Kafka-protocol broker fixture

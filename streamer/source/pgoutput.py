@@ -11,7 +11,8 @@ skipped.
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from struct import Struct, error as StructError
+from struct import Struct
+from struct import error as StructError
 from typing import NamedTuple
 
 from streamer.errors import DecodeError

@@ -28,7 +28,7 @@ from streamer.litellm import (
 )
 from streamer.records import KeyAttribution, SpendAttributed, TeamAttribution
 from tests.conftest import LiteLLMDatabase, RunningStreamer
-from tests.kafka_support import TANSU_GAP, Broker, broker, consume_all, latest_values  # noqa: F401
+from tests.kafka_support import TANSU_GAP, Broker, consume_all, latest_values
 
 K1, K2, K3 = key_hash("sk-k1"), key_hash("sk-k2"), key_hash("sk-k3")
 

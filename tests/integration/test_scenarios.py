@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import WITHOUT_DELETED_TABLES, LiteLLMDatabase, RunningStreamer
 from streamer.litellm import (
     add_key,
     add_org,
@@ -16,6 +15,7 @@ from streamer.litellm import (
     spend_row,
     write_spend,
 )
+from tests.conftest import WITHOUT_DELETED_TABLES, LiteLLMDatabase, RunningStreamer
 
 COLUMNS = "api_key, key_alias, team_id, team_alias, attribution_source, unattributed_reason"
 
