@@ -77,7 +77,9 @@ def test_snapshot_and_stream_meet_without_gap_or_overlap(litellm: LiteLLMDatabas
     stop.set()
     writer.join()
     try:
-        write_spend(litellm.conn, [spend_row(f"r{i}", token) for i, token in enumerate(written)])
+        rows = [spend_row(f"r{i}", token) for i, token in enumerate(written)]
+        for start in range(0, len(rows), 500):
+            write_spend(litellm.conn, rows[start : start + 500])
         running.catch_up()
     finally:
         running.stop()
