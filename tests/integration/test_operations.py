@@ -123,3 +123,24 @@ def test_one_million_row_transaction_keeps_memory_bounded(litellm: LiteLLMDataba
     ) == [(1_000_000, 1_000_000)]
     print(f"peak RSS {peak / 2**20:.0f} MiB")
     assert peak < 200 * 1024 * 1024, f"peak RSS {peak / 2**20:.0f} MiB while streaming one 1,000,000-row transaction"
+
+
+def test_state_in_another_database(litellm: LiteLLMDatabase) -> None:
+    state_db = f"{litellm.name}_state"
+    litellm.execute(f"CREATE DATABASE {state_db}")
+    state_dsn = litellm.cluster.dsn_for(state_db)
+    add_team(litellm.conn, "t", "Team")
+    add_key(litellm.conn, key_hash("sk-s"), "s", "t")
+    running = RunningStreamer(litellm, litellm.settings(state_dsn=state_dsn))
+    try:
+        write_spend(litellm.conn, [spend_row("r1", key_hash("sk-s"))])
+        running.catch_up()
+    finally:
+        running.stop()
+    with psycopg.connect(state_dsn) as state:
+        rows = state.execute("SELECT request_id, team_alias FROM litellm_attribution.spend_attribution").fetchall()
+        has_view = state.execute("SELECT to_regclass('litellm_attribution.spend_logs_attributed')").fetchone()
+    assert rows == [("r1", "Team")]
+    assert has_view == (None,)  # the join view needs the spend logs in the same database
+    assert litellm.execute("SELECT to_regnamespace('litellm_attribution')") == [(None,)]
+    litellm.execute(f"DROP DATABASE {state_db} WITH (FORCE)")
