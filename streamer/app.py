@@ -7,12 +7,13 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg import sql
 
 from streamer.assembler import TransactionAssembler
 from streamer.committer import Committer, Sink
 from streamer.config import Settings
-from streamer.errors import SinkUnavailable, SlotInUse, StreamerError
+from streamer.errors import CannotConnect, ConnectionLost, SinkUnavailable, SlotInUse, StreamerError
 from streamer.lsn import format_lsn
 from streamer.pipeline import Pipeline, run
 from streamer.setup import connect, setup
@@ -36,27 +37,39 @@ MAX_BACKOFF = 30.0
 def run_streamer(settings: Settings, stop: threading.Event) -> Committer | None:
     """Set up if needed, then stream until ``stop``; returns the committer (for its counters).
 
-    While another process streams the slot, wait as a hot standby and take over
-    when it ends, loading the state it left. While a sink is unavailable, restart
-    from the checkpoint with backoff: nothing was acknowledged past what every
-    sink holds, so nothing is lost and memory does not grow.
+    Restarts from the checkpoint, with backoff, whenever it cannot go on for a
+    reason that time may cure: another process streams the slot (wait as a hot
+    standby, take over with the state it left), a sink is unavailable, or, once
+    streaming has started, a database connection drops. Nothing was
+    acknowledged past what every sink holds, so nothing is lost, nothing is
+    read ahead meanwhile, and memory does not grow.
     """
     setup(settings, create_topics=False)  # the Kafka sink creates them on each start, with retries
+    ever_streamed = False
     waiting = False
     backoff = 1.0
     while not stop.is_set():
+        streamed = threading.Event()
         try:
-            return _stream(settings, stop)
+            return _stream(settings, stop, streamed)
         except SlotInUse as exc:
             if not waiting:
                 log.warning("%s: waiting as a standby to take over", exc)
                 waiting = True
             stop.wait(STANDBY_POLL)
+            continue
         except SinkUnavailable as exc:
             set_sink_status(settings.require_state_dsn(), settings.state_schema, "kafka", "blocked", str(exc))
-            log.warning("%s; restarting from the checkpoint in %.0f s", exc, backoff)
-            stop.wait(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            reason = str(exc)
+        except (ConnectionLost, CannotConnect, psycopg.OperationalError) as exc:
+            if not (ever_streamed or streamed.is_set()):
+                raise  # never got going: a wrong DSN or password is not cured by waiting
+            reason = str(exc).strip().splitlines()[0]
+        if streamed.is_set():
+            ever_streamed, backoff = True, 1.0
+        log.warning("%s; restarting from the checkpoint in %.0f s", reason, backoff)
+        stop.wait(backoff)
+        backoff = min(backoff * 2, MAX_BACKOFF)
     return None
 
 
@@ -70,7 +83,7 @@ def _kafka_sink(settings: Settings) -> KafkaSink:
     return sink
 
 
-def _stream(settings: Settings, stop: threading.Event) -> Committer:
+def _stream(settings: Settings, stop: threading.Event, streamed: threading.Event) -> Committer:
     with connect(settings.require_state_dsn(), "state") as state:
         store = StateStore(state, settings.state_schema, settings.slot)
         history, checkpoint = store.load()
@@ -90,7 +103,10 @@ def _stream(settings: Settings, stop: threading.Event) -> Committer:
         stream = ReplicationStream(settings.require_source_dsn(), settings.slot, settings.publication)
         try:
             stream.start(checkpoint)
-            committer = Committer(sinks, store, checkpoint)
+            streamed.set()
+            committer = Committer(
+                sinks, store, checkpoint, while_waiting=lambda: stream.send_status(committer.committed_lsn)
+            )
             pipeline = Pipeline(
                 TransactionAssembler(history, settings.source_schema, checkpoint),
                 committer,

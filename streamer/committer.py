@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple, Protocol
 
 from streamer.enrich import AttributedRecord
@@ -62,8 +62,16 @@ _CLOSE = None
 class Committer:
     """Applies operations in order on a thread; errors surface in the reader's thread."""
 
-    def __init__(self, sinks: Sequence[Sink], store: Store, committed_lsn: Lsn, max_pending: int = 8) -> None:
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        store: Store,
+        committed_lsn: Lsn,
+        max_pending: int = 8,
+        while_waiting: Callable[[], None] = lambda: None,
+    ) -> None:
         self.sinks = sinks
+        self.while_waiting = while_waiting  # called by the reader while the queue is full
         self.store = store
         self.committed_lsn = committed_lsn
         self.attributed_rows = 0
@@ -80,7 +88,7 @@ class Committer:
                 self._queue.put(operation, timeout=0.5)
                 return
             except queue.Full:
-                continue
+                self.while_waiting()
 
     def check(self) -> None:
         """Re-raise a failure of the committer thread."""

@@ -93,7 +93,7 @@ class EphemeralPostgres:
         return self
 
     def restart(self) -> None:
-        self._run("pg_ctl", "-D", str(self.datadir), "-w", "-t", "60", "-m", "fast", "restart")
+        self._run("pg_ctl", "-D", str(self.datadir), "-l", str(self.root / "server.log"), "-w", "-t", "60", "-m", "fast", "restart")
 
     def stop(self) -> None:
         if (self.datadir / "postmaster.pid").exists():

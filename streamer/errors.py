@@ -23,3 +23,11 @@ class SlotInUse(StreamerError):
 
 class SinkUnavailable(StreamerError):
     """A sink cannot make a batch durable (e.g. the broker is down): restart from the checkpoint."""
+
+
+class CannotConnect(StreamerError):
+    """A database refused or did not answer a connection."""
+
+
+class ConnectionLost(StreamerError):
+    """A connection dropped while streaming: restart from the checkpoint."""

@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from streamer.config import Settings
-from streamer.errors import StreamerError
+from streamer.errors import CannotConnect, StreamerError
 from streamer.lsn import format_lsn, parse_lsn
 from streamer.source.replication import connect_replication
 from streamer.source.snapshot import load_snapshot
@@ -41,7 +41,7 @@ def connect(dsn: str, what: str) -> psycopg.Connection:
     try:
         return psycopg.connect(dsn)
     except psycopg.OperationalError as exc:
-        raise StreamerError(f"cannot connect to the {what} database: {str(exc).strip()}") from exc
+        raise CannotConnect(f"cannot connect to the {what} database: {str(exc).strip()}") from exc
 
 
 def preflight(conn: psycopg.Connection, settings: Settings) -> list[WatchedTable]:

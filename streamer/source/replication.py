@@ -17,7 +17,7 @@ from typing import NamedTuple
 import psycopg
 from psycopg import sql
 
-from streamer.errors import SlotInUse, StreamerError
+from streamer.errors import CannotConnect, ConnectionLost, SlotInUse, StreamerError
 from streamer.lsn import Lsn, format_lsn
 from streamer.source.pgoutput import POSTGRES_EPOCH
 
@@ -48,7 +48,7 @@ def connect_replication(dsn: str) -> psycopg.Connection:
     try:
         return psycopg.connect(dsn, replication="database", autocommit=True)
     except psycopg.OperationalError as exc:
-        raise StreamerError(f"cannot open a replication connection: {str(exc).strip()}") from exc
+        raise CannotConnect(f"cannot open a replication connection: {str(exc).strip()}") from exc
 
 
 class ReplicationStream:
@@ -86,15 +86,18 @@ class ReplicationStream:
                 events.append(self._parse(data))
                 continue
             if size == -1:
-                raise StreamerError(f"the server ended the replication stream: {self._stream_error()}")
+                raise ConnectionLost(f"the server ended the replication stream: {self._stream_error()}")
             if size < -1:
-                raise StreamerError(f"replication stream read failed: {pgconn.error_message.decode(errors='replace')}")
+                raise ConnectionLost(f"replication stream read failed: {pgconn.error_message.decode(errors='replace')}")
             if events:  # what libpq had buffered; the socket is read again on the next call
                 return events
             remaining = deadline - time.monotonic()
             readable, _, _ = select.select([pgconn.socket], [], [], max(0.0, remaining))
             if readable:
-                pgconn.consume_input()
+                try:
+                    pgconn.consume_input()
+                except psycopg.OperationalError as exc:
+                    raise ConnectionLost(f"replication connection lost: {str(exc).strip()}") from exc
             elif remaining <= 0:
                 return events
 
@@ -123,7 +126,7 @@ class ReplicationStream:
         message = _STANDBY_STATUS.pack(b"r", written, self._flushed, self._flushed, clock, reply)
         pgconn = self._conn.pgconn
         if pgconn.put_copy_data(message) != 1 or pgconn.flush() != 0:
-            raise StreamerError(f"cannot send standby status: {pgconn.error_message.decode(errors='replace')}")
+            raise ConnectionLost(f"cannot send standby status: {pgconn.error_message.decode(errors='replace')}")
 
     def close(self, drain_timeout: float = 5.0) -> None:
         """End the COPY and drain until the server ends it too: the server has then
