@@ -113,7 +113,11 @@ def _stream(settings: Settings, stop: threading.Event, streamed: threading.Event
                 batch_size=settings.batch_size,
                 flush_interval=settings.flush_interval,
             )
-            run(stream, pipeline, stop, settings.status_interval)
+            try:
+                run(stream, pipeline, stop, settings.status_interval)
+            except BaseException:
+                committer.abort()
+                raise
         finally:
             stream.close()
             if kafka is not None:

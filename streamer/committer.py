@@ -78,6 +78,7 @@ class Committer:
         self._staged_rows = 0
         self._queue: queue.Queue[Operation | None] = queue.Queue(max_pending)
         self._error: BaseException | None = None
+        self._aborted = False
         self._thread = threading.Thread(target=self._work, name="committer", daemon=True)
         self._thread.start()
 
@@ -102,9 +103,20 @@ class Committer:
             self._thread.join()
         self.check()
 
+    def abort(self, timeout: float = 60) -> None:
+        """Stop without applying what is still queued (the reader failed): the open
+        transaction is left to roll back. Returns once the thread is done, so no
+        commit of this committer can land after a restart has loaded the checkpoint."""
+        self._aborted = True
+        try:
+            self._queue.put_nowait(_CLOSE)
+        except queue.Full:
+            pass  # the worker sees the flag before its next operation
+        self._thread.join(timeout)
+
     def _work(self) -> None:
         try:
-            while (operation := self._queue.get()) is not _CLOSE:
+            while (operation := self._queue.get()) is not _CLOSE and not self._aborted:
                 if type(operation) is Stage:
                     for sink in self.sinks:
                         sink.write(operation.records)  # type: ignore[union-attr]
