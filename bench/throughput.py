@@ -1,12 +1,14 @@
 """Benchmark: streamer against pg_recvlogical on the same backlog, and latency at a steady rate.
 
-    .venv/bin/python -m bench.throughput [--rows 200000] [--runs 3] [--rate 2000] [--seconds 15]
+    .venv/bin/python -m bench.throughput [--rows 200000] [--runs 3] [--rate 2000] [--seconds 15] [--no-kafka]
 
 (a) pg_recvlogical drains the backlog to /dev/null: the floor the server sets;
 (b) streamer attributes the same backlog into PostgreSQL (a subprocess,
     timed from launch to the slot confirming the backlog's end).
 Each run has its own pair of slots, created before the backlog is written, and
-(a) and (b) alternate, so both read the same WAL under the same load. Then a
+(a) and (b) alternate, so both read the same WAL under the same load. Then the
+same backlog once more through streamer with the Kafka sink on an embedded
+Tansu broker, with kafka-python and with confluent-kafka. Then a
 steady 2,000 rows/s for a while gives commit-to-attributed latency
 (``attributed_at - commit_time``) and the streamer's peak RSS (VmHWM).
 Not a test: it prints figures; nothing asserts on a shared, noisy machine.

@@ -90,6 +90,7 @@ def _stream(settings: Settings, stop: threading.Event, streamed: threading.Event
         if checkpoint is None:
             raise StreamerError(f"no checkpoint for slot {settings.slot!r} after setup: run `streamer setup`")
         gc.freeze()  # the history lives as long as the process: keep it out of every collection
+        gc.set_threshold(50_000, 20, 100)  # per-row tuples die young: collect them in larger, rarer sweeps
         log.info(
             "state loaded: %d keys, %d teams, checkpoint %s",
             history.count(Entity.KEY),
