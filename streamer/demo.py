@@ -28,6 +28,7 @@ from streamer.litellm import (
     delete_team,
     key_hash,
     realistic_metadata,
+    rename_team,
     rotate_key,
     spend_row,
     write_spend,
@@ -109,7 +110,7 @@ class _Story:
         self.requests_from("research-nb", 4)
         self.flush_spend()
         self.step("team Research is renamed to Applied Research")
-        c.execute('UPDATE "LiteLLM_TeamTable" SET team_alias = %s WHERE team_id = %s', ("Applied Research", RESEARCH))
+        rename_team(c, RESEARCH, "Applied Research")
         self.requests_from("research-nb", 2)
         self.requests_from("intern", 3)
         self.step("team Search is deleted (/team/delete removes its keys too)")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+import random
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -124,6 +126,19 @@ def realistic_metadata(key: str, key_alias: str | None, team_id: str | None, tea
     }
 
 
+def move_key(conn: psycopg.Connection, token: str, team_id: str) -> None:
+    """/key/update with another team_id."""
+    conn.execute('UPDATE "LiteLLM_VerificationToken" SET team_id = %s WHERE token = %s', (team_id, token))
+
+
+def rename_team(conn: psycopg.Connection, team_id: str, alias: str) -> None:
+    """/team/update with another team_alias."""
+    conn.execute('UPDATE "LiteLLM_TeamTable" SET team_alias = %s WHERE team_id = %s', (alias, team_id))
+
+
+Operation = Callable[[psycopg.Connection], None]
+
+
 class RandomWorkload:
     """A seeded, replayable LiteLLM life: teams and keys come and go while spend is written.
 
@@ -132,51 +147,45 @@ class RandomWorkload:
     """
 
     def __init__(self, seed: int, batches: int, rows_per_batch: int = 100) -> None:
-        import random
-
         self.random = random.Random(seed)
         self.batches = batches
         self.rows_per_batch = rows_per_batch
 
-    def operations(self) -> Iterable[Callable[[psycopg.Connection], None]]:
+    def operations(self) -> Iterator[Operation]:
         rnd = self.random
         teams = [f"team-{i}" for i in range(6)]
         for index, team in enumerate(teams):
-            yield lambda c, t=team, i=index: add_team(c, t, f"Team {i}")
+            yield partial(add_team, team_id=team, alias=f"Team {index}")
         keys: list[str] = []
-        dead: list[str] = []
+        dead: list[str] = []  # deleted or rotated away: their late spend still arrives
         serial = 0
         request = 0
-        for batch in range(self.batches):
+        for _ in range(self.batches):
             for _ in range(rnd.randint(0, 3)):
                 action = rnd.choice(["add", "add", "delete", "rotate", "move", "rename"])
                 serial += 1
                 if action == "add" or not keys:
                     token = key_hash(f"sk-{serial}")
                     keys.append(token)
-                    yield lambda c, k=token, a=f"key-{serial}", t=rnd.choice(teams): add_key(c, k, a, t)
+                    yield partial(add_key, token=token, alias=f"key-{serial}", team_id=rnd.choice(teams))
                 elif action == "delete":
                     token = keys.pop(rnd.randrange(len(keys)))
                     dead.append(token)
-                    yield lambda c, k=token, archive=rnd.random() < 0.5: delete_key(c, k, archive)
+                    yield partial(delete_key, token=token, archive=rnd.random() < 0.5)
                 elif action == "rotate":
                     old = keys.pop(rnd.randrange(len(keys)))
                     new = key_hash(f"sk-rotated-{serial}")
                     keys.append(new)
                     dead.append(old)
-                    yield lambda c, o=old, n=new: rotate_key(c, o, n)
+                    yield partial(rotate_key, old=old, new=new)
                 elif action == "move":
-                    yield lambda c, k=rnd.choice(keys), t=rnd.choice(teams): c.execute(
-                        'UPDATE "LiteLLM_VerificationToken" SET team_id = %s WHERE token = %s', (t, k)
-                    )
+                    yield partial(move_key, token=rnd.choice(keys), team_id=rnd.choice(teams))
                 else:
-                    yield lambda c, t=rnd.choice(teams), s=serial: c.execute(
-                        'UPDATE "LiteLLM_TeamTable" SET team_alias = %s WHERE team_id = %s', (f"Renamed {s}", t)
-                    )
+                    yield partial(rename_team, team_id=rnd.choice(teams), alias=f"Renamed {serial}")
             rows = []
             for _ in range(self.rows_per_batch):
                 request += 1
-                pool = keys if not dead or rnd.random() < 0.8 else dead  # late rows of gone keys
+                pool = keys if not dead or rnd.random() < 0.8 else dead
                 api_key = rnd.choice(pool) if pool and rnd.random() < 0.95 else rnd.choice(["", "litellm_proxy_master_key"])
                 rows.append(spend_row(f"req-{request:07d}", api_key, spend=round(rnd.random(), 6)))
-            yield lambda c, r=rows: write_spend(c, r)
+            yield partial(write_spend, rows=rows)

@@ -22,6 +22,7 @@ from streamer.litellm import (
     delete_key,
     delete_team,
     key_hash,
+    rename_team,
     rotate_key,
     spend_row,
     write_spend,
@@ -73,7 +74,7 @@ def test_records_equal_postgres_rows_and_changelogs_equal_state(
         delete_key(litellm.conn, K1)
         write_spend(litellm.conn, [spend_row("late", K1, spend=0.25)])  # lands after its key's delete
         rotate_key(litellm.conn, K2, K3)
-        litellm.execute("""UPDATE "LiteLLM_TeamTable" SET team_alias = 'Beta 2' WHERE team_id = 'team-b'""")
+        rename_team(litellm.conn, "team-b", "Beta 2")
         write_spend(litellm.conn, [spend_row("r3", K3), spend_row("r4", "")])
         delete_team(litellm.conn, "team-a")
         running.catch_up()

@@ -11,6 +11,8 @@ from streamer.litellm import (
     delete_key,
     delete_team,
     key_hash,
+    move_key,
+    rename_team,
     rotate_key,
     spend_row,
     write_spend,
@@ -77,7 +79,7 @@ def test_team_renamed_after_spend(litellm: LiteLLMDatabase, streamer: RunningStr
     add_team(litellm.conn, "team-a", "Alpha")
     add_key(litellm.conn, K1, "alpha-key", "team-a")
     write_spend(litellm.conn, [spend_row("r1", K1)])
-    litellm.execute("""UPDATE "LiteLLM_TeamTable" SET team_alias = 'Alpha Prime' WHERE team_id = 'team-a'""")
+    rename_team(litellm.conn, "team-a", "Alpha Prime")
     write_spend(litellm.conn, [spend_row("r2", K1)])
     streamer.catch_up()
     assert litellm.attribution("team_alias") == {"r1": ("Alpha",), "r2": ("Alpha Prime",)}
@@ -111,7 +113,7 @@ def test_key_moved_between_batches(litellm: LiteLLMDatabase, streamer: RunningSt
     add_team(litellm.conn, "team-b", "Beta")
     add_key(litellm.conn, K1, "mover", "team-a")
     write_spend(litellm.conn, [spend_row("r1", K1)])
-    litellm.execute("""UPDATE "LiteLLM_VerificationToken" SET team_id = 'team-b' WHERE token = %s""", (K1,))
+    move_key(litellm.conn, K1, "team-b")
     write_spend(litellm.conn, [spend_row("r2", K1)])
     streamer.catch_up()
     assert litellm.attribution("team_id, team_alias") == {"r1": ("team-a", "Alpha"), "r2": ("team-b", "Beta")}
