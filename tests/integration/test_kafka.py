@@ -247,3 +247,23 @@ def test_incompatible_existing_topic_is_a_clear_error(litellm: LiteLLMDatabase, 
     result = subprocess.run([sys.executable, "-m", "streamer", "setup"], env=env, capture_output=True, text=True)
     assert result.returncode == 1
     assert "cleanup.policy=delete" in result.stderr and settings["kafka_key_topic"] in result.stderr
+
+
+def test_exactly_once_checkpoint_record_matches_and_restart_republishes_nothing(
+    litellm: LiteLLMDatabase, broker: Broker
+) -> None:
+    settings = kafka_settings(litellm, broker, kafka_delivery="exactly_once")
+    add_team(litellm.conn, "team-a", "Alpha")
+    add_key(litellm.conn, K1, "k", "team-a")
+    for round_ in range(2):  # two clean runs: the second reads the first's Kafka checkpoint back
+        running = RunningStreamer(litellm, litellm.settings(**settings))
+        try:
+            write_spend(litellm.conn, [spend_row(f"r{round_}-{i}", K1) for i in range(30)])
+            running.catch_up()
+        finally:
+            running.stop()
+    checkpoints = [json.loads(r.value) for r in consume_all(broker.bootstrap, settings["kafka_checkpoint_topic"])]
+    assert checkpoints and checkpoints[-1]["slot"] == litellm.slot
+    assert checkpoints[-1]["lsn"] == litellm.execute("SELECT lsn::text FROM litellm_attribution.checkpoint")[0][0]
+    published = [r.key.decode() for r in spend_records(broker, settings["kafka_spend_topic"])]
+    assert sorted(published) == sorted(f"r{n}-{i}" for n in range(2) for i in range(30))  # each exactly once
