@@ -6,13 +6,14 @@ one line on stderr; ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,27 +53,25 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-class _errors_to_exit_codes:
+@contextlib.contextmanager
+def _errors_to_exit_codes(debug: bool) -> Iterator[None]:
     """StreamerError → one line on stderr and its exit code; anything else → exit 1."""
-
-    def __init__(self, debug: bool) -> None:
-        self.debug = debug
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
-        if exc is None or isinstance(exc, (click.exceptions.Exit, click.ClickException, SystemExit)):
-            return False
-        if self.debug:
-            return False
-        if isinstance(exc, KeyboardInterrupt):
-            sys.exit(130)
-        code = exc.exit_code if isinstance(exc, StreamerError) else 1
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    try:
+        yield
+    except (click.exceptions.Exit, click.ClickException, SystemExit):
+        raise
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        sys.exit(130)
+    except BaseException as exc:
+        if debug:
+            raise
+        text = str(exc).strip()
+        message = text.splitlines()[0] if text else type(exc).__name__
         prefix = "" if isinstance(exc, StreamerError) else f"{type(exc).__name__}: "
         click.echo(f"streamer: error: {prefix}{message}", err=True)
-        sys.exit(code)
+        sys.exit(exc.exit_code if isinstance(exc, StreamerError) else 1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

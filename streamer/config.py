@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -119,13 +119,3 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     except Exception as exc:  # YAML syntax, unreadable file, malformed DSN
         raise ConfigError(f"invalid configuration: {exc}") from None
 
-
-def redact(dsn: str) -> str:
-    """A DSN fit for logs: the password replaced."""
-    try:
-        params = conninfo_to_dict(dsn)
-    except Exception:
-        return "<unparseable DSN>"
-    if "password" in params:
-        params["password"] = "***"
-    return make_conninfo(**params)
