@@ -26,3 +26,11 @@ def test_spend_value_fits_the_schema_and_carries_every_attribution_field() -> No
     value = SpendAttributed.model_validate_json(spend_value(record))
     assert value.spend == 0.0012 and value.commit_lsn == "0/16B3748" and value.schema_version == 1
     assert set(json.loads(spend_value(record))) == set(AttributedRecord._fields) | {"schema_version"}
+
+
+def test_spend_value_escapes_text_and_refuses_non_finite_numbers() -> None:
+    record = AttributedRecord('r"\\1', "k", 'al"ias\n', None, "t", "Équipe ✓", None, None, None, "NaN", None,
+                              None, "unattributed", "unknown_key", "0/1", "2026-01-01T00:00:00+00:00")
+    value = json.loads(spend_value(record))
+    assert value["request_id"] == 'r"\\1' and value["key_alias"] == 'al"ias\n' and value["team_alias"] == "Équipe ✓"
+    assert value["spend"] is None and value["model"] is None
