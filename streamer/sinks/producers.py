@@ -36,22 +36,45 @@ def sink_unavailable(action: str, exc: BaseException | str) -> SinkUnavailable:
     return SinkUnavailable(f"Kafka sink blocked: {action} failed: {exc or type(exc).__name__}")
 
 
-def kafka_python_config(settings: Settings) -> dict[str, Any]:
-    """kafka-python connection settings, shared with the admin client and consumers."""
-    config: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "security_protocol": settings.kafka_security_protocol,
-        "client_id": f"streamer-{settings.slot}",
-    }
-    optional = {
+_KAFKA_PYTHON_NAMES = {
+    "sasl_mechanism": "sasl_mechanism",
+    "sasl_username": "sasl_plain_username",
+    "sasl_password": "sasl_plain_password",
+    "ssl_cafile": "ssl_cafile",
+    "ssl_certfile": "ssl_certfile",
+    "ssl_keyfile": "ssl_keyfile",
+}
+_CONFLUENT_NAMES = {
+    "sasl_mechanism": "sasl.mechanism",
+    "sasl_username": "sasl.username",
+    "sasl_password": "sasl.password",
+    "ssl_cafile": "ssl.ca.location",
+    "ssl_certfile": "ssl.certificate.location",
+    "ssl_keyfile": "ssl.key.location",
+}
+
+
+def _security(settings: Settings, names: dict[str, str]) -> dict[str, str]:
+    """The SASL/SSL settings that are set, under one client's names."""
+    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+    values = {
         "sasl_mechanism": settings.kafka_sasl_mechanism,
-        "sasl_plain_username": settings.kafka_sasl_username,
-        "sasl_plain_password": settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None,
+        "sasl_username": settings.kafka_sasl_username,
+        "sasl_password": password,
         "ssl_cafile": settings.kafka_ssl_cafile,
         "ssl_certfile": settings.kafka_ssl_certfile,
         "ssl_keyfile": settings.kafka_ssl_keyfile,
     }
-    return config | {key: value for key, value in optional.items() if value is not None}
+    return {names[key]: value for key, value in values.items() if value is not None}
+
+
+def kafka_python_config(settings: Settings) -> dict[str, Any]:
+    """kafka-python connection settings, shared with the admin client and consumers."""
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+        "client_id": f"streamer-{settings.slot}",
+    } | _security(settings, _KAFKA_PYTHON_NAMES)
 
 
 def transactional_id(settings: Settings) -> str | None:
@@ -145,19 +168,12 @@ class ConfluentProducer:
             "linger.ms": 5,
             "delivery.timeout.ms": int(self._timeout * 1000),
         }
-        optional = {
-            "sasl.mechanism": settings.kafka_sasl_mechanism,
-            "sasl.username": settings.kafka_sasl_username,
-            "sasl.password": settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None,
-            "ssl.ca.location": settings.kafka_ssl_cafile,
-            "ssl.certificate.location": settings.kafka_ssl_certfile,
-            "ssl.key.location": settings.kafka_ssl_keyfile,
-            "transactional.id": transactional_id(settings),
-        }
-        config |= {key: value for key, value in optional.items() if value is not None}
+        config |= _security(settings, _CONFLUENT_NAMES)
+        if tid := transactional_id(settings):
+            config["transactional.id"] = tid
         try:
             self._producer = confluent_kafka.Producer(config, logger=_QuietLogger())
-            if "transactional.id" in config:
+            if tid:
                 self._producer.init_transactions(self._timeout)
         except confluent_kafka.KafkaException as exc:
             raise sink_unavailable(f"connecting to {settings.kafka_bootstrap}", exc) from exc
